@@ -1,0 +1,245 @@
+// Package ring is the bounded, lock-free, multi-producer multi-consumer
+// queue that sits between ringbus's producers and its workers.
+package ring
+
+import (
+	"fmt"
+	"runtime"
+	"sync/atomic"
+)
+
+// falseSharingRange is the distance, in bytes, that keeps two hot words from
+// sharing a cache line. Lines are 64 bytes on amd64 and most arm64 parts, but
+// Intel's spatial prefetcher pulls lines in 128-byte aligned pairs, so two
+// words 64 bytes apart still ping-pong between cores. 128 bytes is what
+// Folly's hardware_destructive_interference_size and crossbeam's CachePadded
+// use on x86-64 and arm64.
+const falseSharingRange = 128
+
+// closedBit marks the tail as closed. Positions count pushes from zero and
+// never reach 2^63 (that is centuries at a billion pushes a second), so the
+// top bit is free.
+const closedBit = 1 << 63
+
+// spinsBeforeYield bounds the busy-wait on a slot whose owner is between its
+// claim and its release before the waiter yields the processor.
+const spinsBeforeYield = 16
+
+// Ring is a bounded multi-producer multi-consumer FIFO queue of T.
+//
+// It follows Dmitry Vyukov's bounded MPMC queue: an array of slots, each
+// with a sequence number, and two monotonically increasing positions, tail
+// (next push) and head (next pop). A position p maps to slot p&mask. The
+// sequence number of a slot says whose turn it is:
+//
+//	seq == p        the slot is free for the producer of position p
+//	seq == p+1      the slot holds the value pushed at position p, ready for
+//	                the consumer of position p
+//	seq == p+cap    the consumer of p is done; the slot is free for the
+//	                producer of position p+cap (the next lap)
+//
+// Invariants:
+//   - head <= tail <= head+cap: the ring never holds more than cap values.
+//   - Only the goroutine whose CAS moved tail from p to p+1 writes slot
+//     p&mask, and only until it stores seq = p+1.
+//   - Only the goroutine whose CAS moved head past p reads and clears slot
+//     p&mask, and only until it stores seq = p+cap.
+//   - A value is pushed at exactly one position and popped at exactly one
+//     position; a popped slot is cleared so the ring keeps nothing alive.
+//
+// So a slot is owned by nobody (waiting for its turn), by one producer
+// (between the tail CAS and the seq store), or by one consumer (between the
+// head CAS and the seq store). The sequence number is the only hand-off;
+// the value itself is plain memory, published by the release of the seq
+// store and acquired by the other side's seq load.
+//
+// TryPush and TryPop never fail while the ring has room or values: when the
+// slot at the position they read is still owned by a goroutine that claimed
+// it but has not released it yet, they wait for it (spinning, then yielding)
+// rather than report a full or empty ring that is neither. That keeps every
+// call linearizable; the price is that a producer or consumer descheduled
+// inside its claim delays the ones that reach its slot next.
+//
+// head and tail sit on cache lines of their own (see falseSharingRange);
+// slots are not padded, so neighbouring positions share lines.
+//
+// A Ring must not be copied after first use.
+type Ring[T any] struct {
+	_     noCopy
+	mask  uint64
+	slots []slot[T]
+	_     [falseSharingRange - 8 - 24]byte // mask and slots: read-only after New
+	head  atomic.Uint64
+	_     [falseSharingRange - 8]byte
+	tail  atomic.Uint64 // closedBit | next push position
+	_     [falseSharingRange - 8]byte
+}
+
+type slot[T any] struct {
+	seq atomic.Uint64
+	val T
+}
+
+// New returns an empty ring that holds capacity values, rounded up to a
+// power of two. A capacity below 1 is a programming error and panics.
+func New[T any](capacity int) *Ring[T] {
+	if capacity < 1 {
+		panic(fmt.Sprintf("ring: capacity %d is below 1", capacity))
+	}
+	if capacity > 1<<40 {
+		panic(fmt.Sprintf("ring: capacity %d is above 2^40", capacity))
+	}
+	n := uint64(1)
+	for n < uint64(capacity) {
+		n <<= 1
+	}
+	r := &Ring[T]{mask: n - 1, slots: make([]slot[T], n)}
+	for i := range r.slots {
+		r.slots[i].seq.Store(uint64(i))
+	}
+	return r
+}
+
+// Cap returns the number of values the ring holds when full.
+func (r *Ring[T]) Cap() int { return len(r.slots) }
+
+// Len returns the number of values in the ring, counting pushes that have
+// claimed a position and not finished. Under concurrent use it is a
+// snapshot that may be stale by the time it returns.
+func (r *Ring[T]) Len() int {
+	h := r.head.Load()
+	t := r.tail.Load() &^ closedBit // loaded after h, so t >= h
+	n := t - h
+	if n > uint64(len(r.slots)) {
+		// head and tail moved between the two loads.
+		return len(r.slots)
+	}
+	return int(n)
+}
+
+// Pushed reports how many values were ever pushed: the position the next
+// push will take.
+func (r *Ring[T]) Pushed() uint64 { return r.tail.Load() &^ closedBit }
+
+// Close makes every later push fail. Values already pushed stay and can be
+// popped; a push that claimed its position before Close completes. Close is
+// idempotent.
+func (r *Ring[T]) Close() { r.tail.Or(closedBit) }
+
+// Closed reports whether Close was called.
+func (r *Ring[T]) Closed() bool { return r.tail.Load()&closedBit != 0 }
+
+// TryPush appends v and reports whether it did; it fails only when the ring
+// is full or closed.
+func (r *Ring[T]) TryPush(v T) bool {
+	spins := 0
+	pos := r.tail.Load()
+	for {
+		if pos&closedBit != 0 {
+			return false
+		}
+		s := &r.slots[pos&r.mask]
+		seq := s.seq.Load()
+		switch {
+		case seq == pos:
+			// The slot is free for position pos. Claim it; on success it
+			// is ours alone until the seq store below publishes it.
+			if r.tail.CompareAndSwap(pos, pos+1) {
+				s.val = v
+				s.seq.Store(pos + 1)
+				return true
+			}
+			pos = r.tail.Load()
+		case seq < pos:
+			// The slot still holds the value from the previous lap. The
+			// ring is full if head is a whole lap behind pos; otherwise
+			// its consumer claimed it and is still copying it out.
+			if pos-r.head.Load() >= uint64(len(r.slots)) {
+				return false
+			}
+			spins = backoff(spins)
+			pos = r.tail.Load()
+		default:
+			// Another producer took pos; catch up.
+			pos = r.tail.Load()
+		}
+	}
+}
+
+// TryPop removes and returns the oldest value and reports whether there was
+// one.
+func (r *Ring[T]) TryPop() (T, bool) {
+	var buf [1]T
+	n, _ := r.pop(buf[:])
+	return buf[0], n == 1
+}
+
+// TryPopN removes up to len(dst) of the oldest values into dst, in FIFO
+// order, and returns how many it removed and the position of the first:
+// the number of values pushed before dst[0], so positions count 0, 1, 2, ...
+// in push order. It takes the values in one claim, so a consumer pays for
+// the shared head once per batch instead of once per value.
+func (r *Ring[T]) TryPopN(dst []T) (n int, first uint64) {
+	return r.pop(dst)
+}
+
+func (r *Ring[T]) pop(dst []T) (int, uint64) {
+	if len(dst) == 0 {
+		return 0, r.head.Load()
+	}
+	limit := uint64(len(dst))
+	spins := 0
+	pos := r.head.Load()
+	for {
+		// Count the ready slots from pos on: ready means seq == p+1.
+		var n uint64
+		for n < limit && r.slots[(pos+n)&r.mask].seq.Load() == pos+n+1 {
+			n++
+		}
+		if n > 0 {
+			// Claim positions [pos, pos+n). A ready slot stays ready until
+			// its consumer releases it, and only the CAS winner consumes
+			// it, so the slots we counted are still ready after the CAS.
+			if !r.head.CompareAndSwap(pos, pos+n) {
+				pos = r.head.Load()
+				continue
+			}
+			var zero T
+			for i := uint64(0); i < n; i++ {
+				s := &r.slots[(pos+i)&r.mask]
+				dst[i] = s.val
+				s.val = zero
+				s.seq.Store(pos + i + r.mask + 1)
+			}
+			return int(n), pos
+		}
+		seq := r.slots[pos&r.mask].seq.Load()
+		if seq > pos+1 {
+			// Another consumer took pos already; catch up.
+			pos = r.head.Load()
+			continue
+		}
+		// The slot is not ready. The ring is empty if nothing was pushed
+		// at pos; otherwise its producer claimed it and is still writing.
+		if r.tail.Load()&^closedBit <= pos {
+			return 0, pos
+		}
+		spins = backoff(spins)
+		pos = r.head.Load()
+	}
+}
+
+// backoff waits a little for a goroutine that owns a slot to release it.
+func backoff(spins int) int {
+	if spins < spinsBeforeYield {
+		return spins + 1
+	}
+	runtime.Gosched()
+	return spins
+}
+
+// noCopy lets go vet's copylocks check flag copies of a Ring.
+type noCopy struct{}
+
+func (*noCopy) Lock()   {}
+func (*noCopy) Unlock() {}

@@ -1,0 +1,136 @@
+// Package dispatcher is ringbus's in-process event dispatcher: producers
+// emit events and return at once, a bounded lock-free ring holds them, and
+// the handlers subscribed to each event's topic run later, either on a pool
+// of worker goroutines (Run) or step by step on the caller's goroutine
+// (Tick and Drain), deterministically, for tests.
+//
+//	d, _ := dispatcher.New()
+//	d.On("run.finished", dispatcher.Handle(func(ctx context.Context, r Run) error {
+//		return audit(ctx, r)
+//	}))
+//	d.Emit(ctx, "run.finished", Run{Tenant: "t1", Rows: 3}) // queued; nothing ran
+//	d.Drain(ctx, 0)                                        // audit ran
+//
+// # Topics and patterns
+//
+// A topic is a dot-separated list of non-empty tokens, such as
+// "run.finished". A subscription's pattern matches topics exactly, or with
+// wildcard tokens: "*" matches exactly one token ("run.*" matches
+// "run.finished") and ">", as the last token, one or more ("run.>" matches
+// "run.a.b" but not "run"). A wildcard is a whole token: "a*b" is a bad
+// pattern. Emitted topics have no wildcard. Bad topics and patterns get
+// ErrBadTopic. Matching costs a map lookup plus, when wildcard patterns
+// exist, a walk of a token trie: never a scan of the subscriptions.
+//
+// # Delivery guarantees
+//
+// Delivery is at-most-once: the queue lives in memory, so the events it
+// holds are lost if the process dies. Within the process nothing is lost
+// silently: an event the queue accepted (Emit returned nil) is delivered
+// to every subscriber its topic matched when it was processed, or becomes a
+// dead letter for the subscribers that kept failing, or is counted in
+// Stats.Dropped (by DropOldest, Close, a Shutdown whose ctx ended, the
+// dead-letter bound, or an Unsubscribe with retries pending). An event the
+// queue did not accept makes Emit return an error.
+//
+// # Ordering
+//
+// Without Run, the queue is one FIFO: Tick and Drain process events in emit
+// order, and for each event the handlers run in subscription order, one
+// after the other. Event IDs are 1, 2, 3, ... in emit order.
+//
+// Under Run, events with the same non-empty Key (EmitEvent) reach each
+// subscriber in emit order and one at a time: a worker that takes a keyed
+// event owns its key until that event and the events of the key queued
+// behind it are processed. Events without a key are spread over all
+// workers, concurrently and in any order. For each event, the handlers
+// still run one after the other, in subscription order.
+//
+// Retries reorder: a failed call is retried after its backoff, and the
+// events of the same key emitted after it do not wait for the retry. So
+// with a retry budget, a subscriber may see key k's event 2 before the
+// successful retry of event 1. The retry itself still runs one at a time
+// with the key's other events. Applications that need strict per-key order
+// through failures use no retries (the default) and order their own
+// recovery from the dead letters.
+//
+// # Overflow policies
+//
+// The queue holds WithCapacity events (default 1024, rounded up to a power
+// of two). When it is full, Emit follows WithOverflow:
+//
+//   - Block (default): wait for room until the emitter's ctx ends, then
+//     return ctx.Err().
+//   - Reject: return ErrFull at once.
+//   - DropNewest: discard the new event, count it, return ErrDropped.
+//   - DropOldest: evict the oldest queued event, count it, accept the new
+//     one.
+//
+// Retries waiting for their backoff and redeliveries have their own bound
+// of the same size; a failure whose retry finds it full becomes a dead
+// letter at once.
+//
+// # Emitting from a handler
+//
+// A handler may call Emit with the ctx it was given. Under Block, an emit
+// from a handler never waits for room: every worker could be inside a
+// handler, waiting for itself. It returns an error wrapping ErrFull
+// instead, and the handler decides: return it (the event's retry budget
+// then paces the cascade) or drop the follow-up knowingly. Emits that find
+// room behave as any other. During Shutdown, emits from handlers are still
+// accepted, so cascades complete.
+//
+// # Panics and dead letters
+//
+// Every handler call is isolated: an error or a panic fails only that
+// (event, subscriber) pair. A panic becomes a *PanicError with the value
+// and the stack (Unwrap returns the value when it is an error). The other
+// subscribers still get the event, and the worker or the Drain goes on.
+// A failed pair is retried, for that subscriber only, up to the
+// WithRetry budget (default: 1 attempt, no retry), each call waiting
+// backoff(attempt) after the previous one; then it becomes a DeadLetter
+// with the event, the subscriber's name, the last error and the attempt
+// count. Dead letters are kept up to WithDeadLetterLimit (default 1024),
+// oldest evicted first and counted as dropped. Redeliver queues them again
+// for their own subscribers with a fresh budget.
+//
+// A handler must not call runtime.Goexit (t.FailNow and t.Fatal do): it
+// would end the goroutine running it. Report failures with t.Error.
+//
+// # Lifecycle
+//
+// New starts nothing. Run starts WithWorkers goroutines (default
+// GOMAXPROCS) in an errgroup and blocks until the dispatcher stops:
+//
+//   - Shutdown(ctx) is graceful: outside emits get ErrClosed, everything
+//     queued, everything handlers emit meanwhile and every pending retry is
+//     processed, then Run returns nil. Without Run, Shutdown drains on the
+//     caller's goroutine.
+//   - Close is immediate: emits get ErrClosed, in-flight handler calls
+//     finish (their ctx is cancelled), what is still queued is dropped,
+//     counted, and reported by Close's error (ErrDropped).
+//   - Cancelling Run's ctx stops the workers after their in-flight calls;
+//     queued events stay, for a later Run, Tick or Drain.
+//
+// Shutdown and Close are safe to call more than once and concurrently.
+// When Run, Shutdown or Close returns, no goroutine of the dispatcher is
+// left. Idle workers park; an emit wakes one only when one is parked.
+//
+// # Testing with Tick and Drain
+//
+// Without Run, no goroutine exists: Emit only queues, and the test drives
+// processing with Tick (one round: what was queued when it began) or Drain
+// (until the queue is empty or a limit). Both return how many events they
+// processed and the handler failures they dead-lettered, joined. Retry
+// backoff uses the time package, so under testing/synctest the test
+// advances the fake clock with time.Sleep and drains again, without real
+// waiting:
+//
+//	synctest.Test(t, func(t *testing.T) {
+//		d, _ := dispatcher.New(dispatcher.WithRetry(3, func(int) time.Duration { return time.Second }))
+//		...
+//		d.Drain(ctx, 0)         // first call fails
+//		time.Sleep(time.Second) // fake clock: returns at once
+//		d.Drain(ctx, 0)         // the retry runs
+//	})
+package dispatcher

@@ -1,0 +1,79 @@
+package dispatcher
+
+import (
+	"errors"
+	"fmt"
+)
+
+// Sentinel errors. Compare with errors.Is: the dispatcher wraps them with
+// detail.
+var (
+	// ErrInvalidOption is wrapped by the error New and On return for an
+	// option with a bad value.
+	ErrInvalidOption = errors.New("dispatcher: invalid option")
+
+	// ErrFull is returned by Emit under the Reject policy when the queue is
+	// full, and by an Emit from inside a handler that would have to wait
+	// under Block (see the package doc, "Emitting from a handler").
+	ErrFull = errors.New("dispatcher: queue full")
+
+	// ErrDropped is returned by Emit under DropNewest when the queue is
+	// full and the new event was discarded, and wrapped by Close when it
+	// discarded queued events.
+	ErrDropped = errors.New("dispatcher: event dropped")
+
+	// ErrClosed is returned by Emit after Shutdown or Close (Shutdown still
+	// accepts emits from handlers while it drains), by Tick and Drain after
+	// either, and by Run after either.
+	ErrClosed = errors.New("dispatcher: closed")
+
+	// ErrRunning is returned by Tick and Drain while Run owns the queue or
+	// another Tick or Drain runs, and by a second concurrent Run.
+	ErrRunning = errors.New("dispatcher: queue owned by another consumer")
+
+	// ErrBadTopic is returned for an empty topic, a topic with a wildcard,
+	// and a pattern that does not parse.
+	ErrBadTopic = errors.New("dispatcher: bad topic")
+
+	// ErrPayloadType is returned by a Handle[T] handler that got a payload
+	// of another type than T.
+	ErrPayloadType = errors.New("dispatcher: payload type mismatch")
+)
+
+// PanicError is the error a handler call becomes when the handler panics.
+// It keeps the panic value and the stack of the panicking goroutine.
+type PanicError struct {
+	Value any    // the value passed to panic
+	Stack []byte // the stack trace at the panic, as runtime/debug.Stack formats it
+}
+
+// Error reports the panic value. The stack is in the Stack field.
+func (e *PanicError) Error() string {
+	return fmt.Sprintf("dispatcher: handler panicked: %v", e.Value)
+}
+
+// Unwrap returns the panic value when it is an error, so errors.Is and
+// errors.As see through a panic(err).
+func (e *PanicError) Unwrap() error {
+	err, _ := e.Value.(error)
+	return err
+}
+
+// HandlerError is how Tick, Drain and the dead letters report one handler
+// failure: which subscriber failed on which event. Unwrap returns the
+// handler's error (a *PanicError for a panic).
+type HandlerError struct {
+	Subscriber string
+	EventID    uint64
+	Topic      string
+	Attempt    int
+	Err        error
+}
+
+func (e *HandlerError) Error() string {
+	return fmt.Sprintf("dispatcher: subscriber %q failed on event %d (%s), attempt %d: %v",
+		e.Subscriber, e.EventID, e.Topic, e.Attempt, e.Err)
+}
+
+// Unwrap returns the handler's error.
+func (e *HandlerError) Unwrap() error { return e.Err }

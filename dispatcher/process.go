@@ -1,0 +1,134 @@
+package dispatcher
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"runtime/debug"
+	"time"
+)
+
+// job is one unit of work: an event to fan out to every matching
+// subscriber (sub == nil), or a retry or redelivery for one subscriber.
+type job struct {
+	ev  Event
+	sub *subscriber
+}
+
+// maxJoinedErrors bounds how many handler failures one Tick or Drain
+// returns; the rest are summarised in one more error.
+const maxJoinedErrors = 64
+
+// proc is one consumer's private state: a worker's, or the deterministic
+// consumer's. Only its own goroutine touches it.
+type proc struct {
+	d       *Dispatcher
+	ctx     context.Context // given to handlers: carries handlerKey
+	st      *counters
+	scratch []*subscriber // reused by index.match
+	batch   []entry       // reused by ring pops
+	jobs    []job         // reused by carry pops
+
+	// Deterministic mode only: the failures dead-lettered during the call.
+	collect bool
+	errs    []error
+	more    int // failures beyond maxJoinedErrors
+}
+
+func (d *Dispatcher) newProc(st *counters) *proc {
+	return &proc{
+		d:       d,
+		st:      st,
+		scratch: make([]*subscriber, 0, 8),
+		batch:   make([]entry, popBatch),
+		jobs:    make([]job, 0, popBatch),
+	}
+}
+
+// popBatch is how many events a consumer takes from the ring in one claim.
+const popBatch = 32
+
+// process delivers one job.
+func (p *proc) process(j job) {
+	if j.sub != nil {
+		if !j.sub.active.Load() {
+			p.d.dropped.Add(1) // a retry for a subscriber that left
+			return
+		}
+		if j.ev.Attempt > 1 {
+			p.st.retried.Add(1)
+		}
+		p.call(j.sub, j.ev)
+		return
+	}
+	subs := p.d.index.Load().match(j.ev.Topic, p.scratch[:0])
+	if cap(subs) > cap(p.scratch) {
+		p.scratch = make([]*subscriber, 0, cap(subs)) // match outgrew scratch: keep the larger size
+	}
+	j.ev.Attempt = 1
+	for _, s := range subs {
+		if s.active.Load() {
+			p.call(s, j.ev)
+		}
+	}
+}
+
+// call runs one handler call and accounts for its outcome.
+func (p *proc) call(s *subscriber, ev Event) {
+	err := safeCall(p.ctx, s.h, ev)
+	if err == nil {
+		p.st.delivered.Add(1)
+		return
+	}
+	p.st.failed.Add(1)
+	d := p.d
+	if ev.Attempt < d.cfg.attempts {
+		var delay time.Duration
+		if d.cfg.backoff != nil {
+			delay = d.cfg.backoff(ev.Attempt)
+		}
+		next := ev
+		next.Attempt++
+		if d.retries.add(job{ev: next, sub: s}, time.Now().Add(delay)) {
+			d.retryScheduled()
+			return
+		}
+		// The retry queue is full: the pair becomes a dead letter now.
+	}
+	herr := &HandlerError{Subscriber: s.name, EventID: ev.ID, Topic: ev.Topic, Attempt: ev.Attempt, Err: err}
+	p.st.deadLettered.Add(1)
+	if d.dead.add(DeadLetter{Event: ev, Err: err, Subscriber: s.name, Attempts: ev.Attempt, sub: s}) {
+		d.dropped.Add(1) // the oldest dead letter was evicted
+	}
+	if p.collect {
+		if len(p.errs) < maxJoinedErrors {
+			p.errs = append(p.errs, herr)
+		} else {
+			p.more++
+		}
+	}
+}
+
+// safeCall calls h and turns a panic into a *PanicError.
+func safeCall(ctx context.Context, h Handler, ev Event) (err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = &PanicError{Value: r, Stack: debug.Stack()}
+		}
+	}()
+	return h(ctx, ev)
+}
+
+// takeErr returns the failures collected since the last call, joined, and
+// resets the collection.
+func (p *proc) takeErr(extra error) error {
+	errs := p.errs
+	if p.more > 0 {
+		errs = append(errs, fmt.Errorf("dispatcher: and %d more handler failures (see DeadLetters)", p.more))
+	}
+	if extra != nil {
+		errs = append(errs, extra)
+	}
+	p.errs, p.more = nil, 0
+	return errors.Join(errs...)
+}

@@ -1,0 +1,503 @@
+package dispatcher
+
+import (
+	"context"
+	"fmt"
+	"runtime"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"golang.org/x/sync/errgroup"
+)
+
+// runState is one call of Run.
+type runState struct {
+	cancel   context.CancelFunc // cancels the workers' and handlers' ctx
+	stop     chan struct{}      // closed when the workers must exit
+	stopOnce sync.Once
+	done     chan struct{} // closed when Run returns
+	drained  atomic.Bool   // Shutdown's drain finished: nothing is left
+}
+
+func (rs *runState) halt() { rs.stopOnce.Do(func() { close(rs.stop) }) }
+
+// spinRounds is how many times an idle worker yields, re-checking for work,
+// before it parks. A few microseconds of yielding saves a park and a wake-up
+// when events arrive in quick bursts.
+const spinRounds = 64
+
+// Run starts the worker pool (WithWorkers goroutines, in an errgroup) and
+// blocks until it stops. It returns nil after Shutdown or Close, and ctx's
+// error when ctx ends: in-flight handlers finish first (their ctx is
+// cancelled), and events still queued stay queued for a later Run, Tick or
+// Drain. When Run returns, none of its goroutines is left.
+//
+// A second Run while one runs, or Run while a Tick or Drain runs, returns
+// ErrRunning; Run after Shutdown or Close returns ErrClosed.
+func (d *Dispatcher) Run(ctx context.Context) error {
+	d.lifeMu.Lock()
+	if d.state.Load() != stateOpen {
+		d.lifeMu.Unlock()
+		return ErrClosed
+	}
+	if !d.owner.CompareAndSwap(ownerNone, ownerRun) {
+		d.lifeMu.Unlock()
+		return ErrRunning
+	}
+	runCtx, cancel := context.WithCancel(ctx)
+	rs := &runState{cancel: cancel, stop: make(chan struct{}), done: make(chan struct{})}
+	d.rs = rs
+	d.lifeMu.Unlock()
+
+	g, gctx := errgroup.WithContext(runCtx)
+	hctx := context.WithValue(gctx, handlerKey{}, d)
+	for i := range d.cfg.workers {
+		p := d.newProc(&d.runCounters[i])
+		p.ctx = hctx
+		g.Go(func() error {
+			d.work(gctx, rs, p)
+			return nil
+		})
+	}
+	g.Go(func() error {
+		d.schedule(gctx, rs)
+		return nil
+	})
+	_ = g.Wait() // the goroutines return nil
+	cancel()
+
+	d.lifeMu.Lock()
+	var err error
+	switch {
+	case d.state.Load() == stateClosed:
+	case rs.drained.Load():
+		d.state.Store(stateClosed)
+		d.markClosed()
+	default:
+		err = ctx.Err() // ctx ended Run; stateShutdown stays and Shutdown finishes the job
+	}
+	d.rs = nil
+	d.owner.Store(ownerNone)
+	d.lifeMu.Unlock()
+	d.ownerFree.broadcast()
+	close(rs.done)
+	return err
+}
+
+// Shutdown stops the dispatcher gracefully. Emits from outside handlers get
+// ErrClosed at once; emits from handlers are still accepted. Everything
+// queued, every event handlers emit meanwhile and every pending retry is
+// processed (retries are waited for), then Run returns nil. Without Run,
+// Shutdown does this work on the caller's goroutine.
+//
+// If ctx ends first, Shutdown closes the dispatcher as Close does (what is
+// left is counted in Stats.Dropped) and returns ctx's error. It is safe to
+// call more than once and from several goroutines; later calls wait for the
+// first to finish. It must not be called from a handler: with a handler's
+// ctx it returns ErrRunning, since it would wait for itself.
+func (d *Dispatcher) Shutdown(ctx context.Context) error {
+	if d.fromHandler(ctx) {
+		return fmt.Errorf("%w: Shutdown called from a handler would wait for itself", ErrRunning)
+	}
+	for {
+		d.lifeMu.Lock()
+		d.state.CompareAndSwap(stateOpen, stateShutdown)
+		state, rs := d.state.Load(), d.rs
+		d.lifeMu.Unlock()
+		if state == stateClosed {
+			select {
+			case <-d.closed:
+				return nil
+			case <-ctx.Done():
+				return ctx.Err()
+			}
+		}
+		if rs != nil {
+			// Wake every parked worker: the last to park again sees
+			// the dispatcher drained and stops the pool.
+			d.wakeWorkers(d.cfg.workers)
+			select {
+			case <-rs.done:
+				continue // Run returned: closed, or its ctx ended first
+			case <-ctx.Done():
+				d.Close() //nolint:errcheck // what it drops is counted
+				return ctx.Err()
+			}
+		}
+		freed := d.ownerFree.wait()
+		if d.owner.CompareAndSwap(ownerNone, ownerTick) {
+			d.ownerFree.done()
+			return d.drainForShutdown(ctx)
+		}
+		// A Tick, Drain or another Shutdown owns the queue: wait for it.
+		select {
+		case <-freed:
+			d.ownerFree.done()
+		case <-d.closed:
+			d.ownerFree.done()
+		case <-ctx.Done():
+			d.ownerFree.done()
+			d.Close() //nolint:errcheck // what it drops is counted
+			return ctx.Err()
+		}
+	}
+}
+
+// drainForShutdown is Shutdown without Run: the caller owns the queue.
+func (d *Dispatcher) drainForShutdown(ctx context.Context) error {
+	defer d.releaseTick()
+	p := d.tick
+	p.ctx = context.WithValue(ctx, handlerKey{}, d)
+	defer func() { p.ctx = nil }()
+	for {
+		_, err := d.consume(p, ctx, 0, false)
+		switch {
+		case err == ErrClosed:
+			return nil // Close finished the job
+		case err != nil:
+			d.Close() //nolint:errcheck // what it drops is counted
+			return err
+		}
+		if _, next := d.retries.moveDue(time.Now()); !next.IsZero() {
+			t := time.NewTimer(time.Until(next))
+			select {
+			case <-t.C:
+				continue
+			case <-ctx.Done():
+				t.Stop()
+				d.Close() //nolint:errcheck // what it drops is counted
+				return ctx.Err()
+			}
+		}
+		// Nothing left: close the ring, then catch emits that won the
+		// race with it.
+		d.q.Close()
+		d.space.broadcast()
+		if d.q.Len() == 0 && d.carry.len() == 0 && d.retries.empty() {
+			break
+		}
+	}
+	d.lifeMu.Lock()
+	d.state.Store(stateClosed)
+	d.markClosed()
+	d.lifeMu.Unlock()
+	return nil
+}
+
+// Close stops the dispatcher now: emits get ErrClosed, in-flight handler
+// calls finish (under Run their ctx is cancelled), and whatever is still
+// queued, waiting behind a key or waiting to be retried is discarded and
+// counted in Stats.Dropped. When it discarded anything it returns an error
+// wrapping ErrDropped that says how much. Under Run it waits for Run to
+// return. It is safe to call more than once and from several goroutines;
+// later calls return nil. It must not be called from a handler under Run:
+// it would wait for its own worker.
+func (d *Dispatcher) Close() error {
+	d.lifeMu.Lock()
+	prev := d.state.Swap(stateClosed)
+	rs := d.rs
+	d.lifeMu.Unlock()
+	if prev == stateClosed {
+		return nil
+	}
+	d.q.Close()
+	d.space.broadcast() // blocked emitters see the closed ring
+	if rs != nil {
+		rs.cancel()
+		rs.halt()
+		<-rs.done
+	}
+	n := d.dropQueued()
+	d.markClosed()
+	if n > 0 {
+		return fmt.Errorf("%w: Close discarded %d queued events and retries", ErrDropped, n)
+	}
+	return nil
+}
+
+// dropQueued discards everything queued and returns how much it discarded.
+func (d *Dispatcher) dropQueued() int {
+	n := 0
+	var buf [popBatch]entry
+	for d.q.Len() > 0 {
+		k, _ := d.q.TryPopN(buf[:])
+		clear(buf[:k])
+		n += k
+	}
+	n += d.carry.clear() + d.retries.clear() + d.keys.clear()
+	d.dropped.Add(uint64(n))
+	return n
+}
+
+func (d *Dispatcher) markClosed() { d.once.Do(func() { close(d.closed) }) }
+
+// retryScheduled tells Run's scheduler that a retry was added.
+func (d *Dispatcher) retryScheduled() {
+	select {
+	case d.retryWake <- struct{}{}:
+	default:
+	}
+}
+
+// schedule moves retries into the ready queue when they are due and wakes
+// workers for them.
+func (d *Dispatcher) schedule(ctx context.Context, rs *runState) {
+	t := time.NewTimer(time.Hour)
+	defer t.Stop()
+	for {
+		moved, next := d.retries.moveDue(time.Now())
+		d.wakeWorkers(moved)
+		if next.IsZero() {
+			t.Stop()
+		} else {
+			t.Reset(time.Until(next))
+		}
+		select {
+		case <-t.C:
+		case <-d.retryWake:
+		case <-ctx.Done():
+			return
+		case <-rs.stop:
+			return
+		}
+	}
+}
+
+// work is one worker's loop: take a batch, process it, park when idle.
+func (d *Dispatcher) work(ctx context.Context, rs *runState, p *proc) {
+	done := ctx.Done()
+	for {
+		select {
+		case <-done:
+			return
+		case <-rs.stop:
+			return
+		default:
+		}
+		if !d.runBatch(p, done) && !d.park(rs, done) {
+			return
+		}
+	}
+}
+
+// runBatch takes a batch of jobs (carried events first, then due retries,
+// then the ring) and processes it, following each key's backlog. It reports
+// whether it found any work.
+func (d *Dispatcher) runBatch(p *proc, done <-chan struct{}) bool {
+	jobs := d.takeJobs(p)
+	if len(jobs) == 0 {
+		return false
+	}
+	for i := range jobs {
+		if d.interrupted(done) != nil {
+			d.surrender(jobs[i:])
+			return true
+		}
+		j := jobs[i]
+		p.process(j)
+		if j.ev.Key == "" {
+			continue
+		}
+		// We own j's key: run what queued up behind it, in order.
+		for {
+			next, ok := d.keys.release(j.ev.Key)
+			if !ok {
+				break
+			}
+			if d.interrupted(done) != nil {
+				d.surrender(append(jobs[i+1:len(jobs):len(jobs)], next))
+				return true
+			}
+			p.process(next)
+		}
+	}
+	return true
+}
+
+// takeJobs claims the next batch under the key table's lock, so that the
+// order in which workers claim batches is the order in which they register
+// keys: a keyed event is registered after every earlier event of its key.
+// Jobs whose key another worker owns join that key's backlog and are not
+// returned.
+func (d *Dispatcher) takeJobs(p *proc) []job {
+	k := &d.keys
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if k.full() {
+		return nil // the key owners will wake us when their backlogs shrink
+	}
+	jobs := d.carry.take(p.jobs[:0], popBatch)
+	if len(jobs) == 0 {
+		jobs = d.retries.takeReady(jobs, popBatch)
+	}
+	if len(jobs) == 0 {
+		jobs = d.popJobs(p, popBatch)
+	}
+	owned := jobs[:0]
+	for _, j := range jobs {
+		if j.ev.Key == "" || k.acquire(j) {
+			owned = append(owned, j)
+		}
+	}
+	clear(jobs[len(owned):])
+	return owned
+}
+
+// surrender hands back jobs a stopping worker took but did not process,
+// with the backlogs of the keys it owns, so that they stay queued in order.
+func (d *Dispatcher) surrender(jobs []job) {
+	var back []job
+	d.keys.mu.Lock()
+	for _, j := range jobs {
+		back = append(back, j)
+		if j.ev.Key != "" {
+			back = d.keys.abandon(j.ev.Key, back)
+		}
+	}
+	d.keys.mu.Unlock()
+	d.putBack(back, nil)
+}
+
+// hasWork reports whether a worker would find something to take.
+func (d *Dispatcher) hasWork() bool {
+	ready, _ := d.retries.counts()
+	return !d.keys.full() && (d.q.Len() > 0 || d.carry.len() > 0 || ready > 0)
+}
+
+// park spins a little, then sleeps until an emitter, the scheduler, a key
+// owner or Shutdown wakes it. It reports whether the worker should go on.
+//
+// The protocol with emitters: a worker increments sleepers, then re-checks
+// the queue; an emitter pushes, then loads sleepers. Both are sequentially
+// consistent atomics, so either the emitter sees the sleeper and sends a
+// wake-up, or the worker's re-check sees the event.
+func (d *Dispatcher) park(rs *runState, done <-chan struct{}) bool {
+	for range spinRounds {
+		if d.hasWork() {
+			return true
+		}
+		runtime.Gosched()
+	}
+	n := d.sleepers.Add(1)
+	defer d.sleepers.Add(-1)
+	if d.hasWork() {
+		return true
+	}
+	if n == int32(d.cfg.workers) && d.state.Load() == stateShutdown && d.quiescent() {
+		// Every worker sleeps, so no handler runs and no handler can
+		// emit: Shutdown's work is done. Close the ring, then make sure
+		// no outside emit got in before it closed.
+		d.q.Close()
+		d.space.broadcast()
+		if d.quiescent() {
+			rs.drained.Store(true)
+			rs.halt()
+			return false
+		}
+		return true
+	}
+	select {
+	case <-d.wake:
+	case <-done:
+	case <-rs.stop:
+	}
+	return true
+}
+
+// quiescent reports whether nothing is queued, carried, backlogged or
+// waiting to be retried.
+func (d *Dispatcher) quiescent() bool {
+	return d.q.Len() == 0 && d.carry.len() == 0 && d.retries.empty() && d.keys.backlogLen() == 0
+}
+
+// keyTable gives per-key ordering under Run: a worker that takes a keyed
+// event owns its key until it has processed it and everything that queued
+// up behind it; another worker that takes an event of an owned key appends
+// it to the key's backlog instead of processing it.
+type keyTable struct {
+	mu      sync.Mutex
+	owned   map[string]*fifo[job] // key -> backlog; present while owned
+	free    []*fifo[job]          // spare backlogs, reused
+	backlog atomic.Int32          // jobs in all backlogs
+	limit   int
+	wake    func()
+}
+
+func (k *keyTable) init(limit int, wake func()) {
+	k.owned = make(map[string]*fifo[job])
+	k.limit = limit
+	k.wake = wake
+}
+
+func (k *keyTable) backlogLen() int { return int(k.backlog.Load()) }
+
+// full reports whether the backlogs hold limit jobs: workers then take no
+// more until key owners catch up, so memory stays bounded.
+func (k *keyTable) full() bool { return int(k.backlog.Load()) >= k.limit }
+
+// acquire makes the caller the owner of j's key and reports true, or
+// appends j to the key's backlog and reports false. k.mu is held.
+func (k *keyTable) acquire(j job) bool {
+	if q, ok := k.owned[j.ev.Key]; ok {
+		q.push(j)
+		k.backlog.Add(1)
+		return false
+	}
+	var q *fifo[job]
+	if n := len(k.free); n > 0 {
+		q, k.free = k.free[n-1], k.free[:n-1]
+	} else {
+		q = new(fifo[job])
+	}
+	k.owned[j.ev.Key] = q
+	return true
+}
+
+// release is called by the owner of key after processing an event of it:
+// it returns the next backlogged job, which the owner must process, or
+// gives the key up and reports false.
+func (k *keyTable) release(key string) (job, bool) {
+	k.mu.Lock()
+	q := k.owned[key]
+	if q.len() > 0 {
+		j := q.pop()
+		wasFull := k.full()
+		k.backlog.Add(-1)
+		k.mu.Unlock()
+		if wasFull {
+			k.wake() // workers stopped taking while the backlogs were full
+		}
+		return j, true
+	}
+	delete(k.owned, key)
+	k.free = append(k.free, q)
+	k.mu.Unlock()
+	return job{}, false
+}
+
+// abandon gives up key, appending its backlog to dst. k.mu is held.
+func (k *keyTable) abandon(key string, dst []job) []job {
+	q, ok := k.owned[key]
+	if !ok {
+		return dst
+	}
+	for q.len() > 0 {
+		dst = append(dst, q.pop())
+		k.backlog.Add(-1)
+	}
+	delete(k.owned, key)
+	k.free = append(k.free, q)
+	return dst
+}
+
+// clear discards every backlog and returns how many jobs they held.
+func (k *keyTable) clear() int {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	n := 0
+	for key := range k.owned {
+		n += len(k.abandon(key, nil))
+	}
+	return n
+}

@@ -1,0 +1,193 @@
+package dispatcher
+
+import (
+	"context"
+	"time"
+)
+
+// Tick processes one round on the caller's goroutine: the retries that are
+// due move into the queue, then exactly the events queued at that moment
+// are processed, in FIFO order, each delivered to its handlers in
+// subscription order. Events that handlers emit meanwhile wait for the next
+// round. It returns how many events it took from the queue (a retry or a
+// redelivery counts as one) and the handler failures it dead-lettered,
+// joined (errors.Is and errors.As reach each; at most 64 are listed), plus
+// ctx's error if ctx ended the round early; unprocessed events stay queued.
+//
+// Only one Tick or Drain runs at a time: a concurrent or nested call, or a
+// call while Run owns the queue, returns ErrRunning. After Shutdown or Close
+// it returns ErrClosed.
+func (d *Dispatcher) Tick(ctx context.Context) (int, error) {
+	return d.consumeOwned(ctx, 0, true)
+}
+
+// Drain runs rounds like Tick until the queue is empty, so cascades of
+// events emitted by handlers are followed, or until limit events were
+// processed (limit <= 0: no limit). Retries that are not due yet do not
+// keep it going: with backoff, advance the clock (testing/synctest's fake
+// clock in tests) and Drain again. Its results and errors are Tick's.
+func (d *Dispatcher) Drain(ctx context.Context, limit int) (int, error) {
+	return d.consumeOwned(ctx, limit, false)
+}
+
+func (d *Dispatcher) consumeOwned(ctx context.Context, limit int, once bool) (int, error) {
+	if d.state.Load() != stateOpen {
+		return 0, ErrClosed
+	}
+	if !d.owner.CompareAndSwap(ownerNone, ownerTick) {
+		return 0, ErrRunning
+	}
+	defer d.releaseTick()
+	if d.state.Load() != stateOpen { // Shutdown or Close won the race
+		return 0, ErrClosed
+	}
+	p := d.tick
+	p.ctx = context.WithValue(ctx, handlerKey{}, d)
+	p.collect = true
+	n, err := d.consume(p, ctx, limit, once)
+	p.ctx, p.collect = nil, false
+	return n, p.takeErr(err)
+}
+
+func (d *Dispatcher) releaseTick() {
+	d.owner.Store(ownerNone)
+	d.ownerFree.broadcast()
+}
+
+// consume runs rounds on the caller's goroutine, which owns the queue. It
+// stops when a round finds nothing to do, after one round if once, at
+// limit events if limit > 0, when ctx ends (returning its error) or when
+// Close is called (returning ErrClosed).
+func (d *Dispatcher) consume(p *proc, ctx context.Context, limit int, once bool) (int, error) {
+	done := ctx.Done()
+	n := 0
+	for {
+		if err := ctx.Err(); err != nil {
+			return n, err
+		}
+		if d.state.Load() == stateClosed {
+			return n, ErrClosed
+		}
+		d.retries.moveDue(time.Now()) // cheap when nothing waits
+		// The round: exactly what is queued now, oldest first. Carried
+		// events came from the ring before anything still in it; due
+		// retries moved in last.
+		carried, queued := d.carry.len(), d.q.Len()
+		ready, _ := d.retries.counts()
+		budget := carried + queued + ready
+		if budget == 0 {
+			return n, nil
+		}
+		if limit > 0 {
+			budget = min(budget, limit-n)
+		}
+		k, err := d.round(p, done, min(carried, budget), min(queued, budget-min(carried, budget)), budget)
+		n += k
+		if err != nil {
+			if err != ErrClosed {
+				err = ctx.Err()
+			}
+			return n, err
+		}
+		if once || (limit > 0 && n >= limit) {
+			return n, nil
+		}
+	}
+}
+
+// round processes up to carried events from the carry list, then up to
+// queued from the ring, then due retries, budget in all. It returns early,
+// leaving the rest queued, when done closes or the dispatcher closes.
+func (d *Dispatcher) round(p *proc, done <-chan struct{}, carried, queued, budget int) (int, error) {
+	n := 0
+	// run processes jobs until it is interrupted; it puts back the rest.
+	run := func(jobs []job) error {
+		for i, j := range jobs {
+			if err := d.interrupted(done); err != nil {
+				d.putBack(jobs[i:], err)
+				return err
+			}
+			p.process(j)
+			n++
+		}
+		return nil
+	}
+	for carried > 0 {
+		jobs := d.carry.take(p.jobs[:0], min(carried, popBatch))
+		if len(jobs) == 0 {
+			break
+		}
+		carried -= len(jobs)
+		if err := run(jobs); err != nil {
+			return n, err
+		}
+	}
+	for queued > 0 {
+		jobs := d.popJobs(p, min(queued, popBatch))
+		if len(jobs) == 0 {
+			break // DropOldest emitters took the rest
+		}
+		queued -= len(jobs)
+		if err := run(jobs); err != nil {
+			return n, err
+		}
+	}
+	for n < budget {
+		jobs := d.retries.takeReady(p.jobs[:0], min(budget-n, popBatch))
+		if len(jobs) == 0 {
+			break
+		}
+		if err := run(jobs); err != nil {
+			return n, err
+		}
+	}
+	return n, nil
+}
+
+// popJobs takes up to max events from the ring as fresh jobs in p.jobs.
+func (d *Dispatcher) popJobs(p *proc, max int) []job {
+	k, first := d.q.TryPopN(p.batch[:max])
+	jobs := p.jobs[:0]
+	for i := range k {
+		e := &p.batch[i]
+		jobs = append(jobs, job{ev: Event{ID: first + uint64(i) + 1, Topic: e.topic, Key: e.key, Payload: e.payload}})
+		*e = entry{} // keep no payload alive
+	}
+	if k > 0 {
+		d.space.broadcast()
+	}
+	return jobs
+}
+
+// interrupted reports why a consumer must stop between two events: Close
+// (ErrClosed) or its ctx (the ctx's error).
+func (d *Dispatcher) interrupted(done <-chan struct{}) error {
+	if d.state.Load() == stateClosed {
+		return ErrClosed
+	}
+	select {
+	case <-done:
+		return context.Canceled // the caller reports ctx.Err() itself
+	default:
+		return nil
+	}
+}
+
+// putBack returns jobs a consumer took but will not process: after Close
+// they are dropped (counted); otherwise fresh events go back to the carry
+// list and retries to the retry queue, so nothing is lost.
+func (d *Dispatcher) putBack(jobs []job, why error) {
+	if why == ErrClosed {
+		d.dropped.Add(uint64(len(jobs)))
+		return
+	}
+	fresh := jobs[:0:0]
+	for _, j := range jobs {
+		if j.sub == nil {
+			fresh = append(fresh, j)
+		} else if !d.retries.addReady(j) {
+			d.dropped.Add(1)
+		}
+	}
+	d.carry.put(fresh)
+}

@@ -290,7 +290,9 @@ func (d *Dispatcher) Stats() Stats {
 		Dropped:     d.dropped.Load(),
 		DeadLetters: d.dead.len(),
 	}
+	held := 0
 	add := func(c *counters) {
+		held += int(c.held.Load())
 		st.Delivered += c.delivered.Load()
 		st.Failed += c.failed.Load()
 		st.Retried += c.retried.Load()
@@ -301,7 +303,7 @@ func (d *Dispatcher) Stats() Stats {
 		add(&d.runCounters[i])
 	}
 	ready, waiting := d.retries.counts()
-	st.Queued = d.q.Len() + d.carry.len() + d.keys.backlogLen() + ready
+	st.Queued = d.q.Len() + d.carry.len() + d.keys.backlogLen() + ready + held
 	st.Retrying = ready + waiting
 	return st
 }
@@ -348,7 +350,8 @@ type counters struct {
 	failed       atomic.Uint64
 	retried      atomic.Uint64
 	deadLettered atomic.Uint64
-	_            [128 - 32]byte
+	held         atomic.Int64 // jobs taken from the queues and not processed yet
+	_            [128 - 40]byte
 }
 
 // signal lets emitters wait for room in the ring. A consumer pays one

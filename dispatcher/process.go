@@ -89,7 +89,15 @@ func (p *proc) call(s *subscriber, ev Event) {
 		}
 		next := ev
 		next.Attempt++
-		if d.retries.add(job{ev: next, sub: s}, time.Now().Add(delay)) {
+		j := job{ev: next, sub: s}
+		if delay <= 0 && d.owner.Load() == ownerRun {
+			// Due at once: straight to the ready queue, which workers
+			// take from before the ring. (Tick and Drain take retries
+			// only at the start of a round, from the waiting heap.)
+			if d.retries.addReady(j) {
+				return
+			}
+		} else if d.retries.add(j, time.Now().Add(delay)) {
 			d.retryScheduled()
 			return
 		}
@@ -130,5 +138,8 @@ func (p *proc) takeErr(extra error) error {
 		errs = append(errs, extra)
 	}
 	p.errs, p.more = nil, 0
+	if len(errs) == 1 {
+		return errs[0] // ctx's error alone comes back unchanged
+	}
 	return errors.Join(errs...)
 }

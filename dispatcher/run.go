@@ -201,14 +201,18 @@ func (d *Dispatcher) Close() error {
 	if prev == stateClosed {
 		return nil
 	}
+	before := d.dropped.Load()
 	d.q.Close()
 	d.space.broadcast() // blocked emitters see the closed ring
 	if rs != nil {
 		rs.cancel()
 		rs.halt()
-		<-rs.done
+		<-rs.done // the workers dropped what they held
 	}
-	n := d.dropQueued()
+	d.dropQueued()
+	// A Tick or Drain still running (Close may come from one of its
+	// handlers) drops what it holds when it sees the closed state.
+	n := int(d.dropped.Load()-before) + int(d.tickCounters.held.Load())
 	d.markClosed()
 	if n > 0 {
 		return fmt.Errorf("%w: Close discarded %d queued events and retries", ErrDropped, n)
@@ -289,12 +293,15 @@ func (d *Dispatcher) runBatch(p *proc, done <-chan struct{}) bool {
 	if len(jobs) == 0 {
 		return false
 	}
+	p.st.held.Store(int64(len(jobs)))
+	defer p.st.held.Store(0)
 	for i := range jobs {
 		if d.interrupted(done) != nil {
 			d.surrender(jobs[i:])
 			return true
 		}
 		j := jobs[i]
+		p.st.held.Add(-1) // in progress now, no longer waiting
 		p.process(j)
 		if j.ev.Key == "" {
 			continue

@@ -81,7 +81,8 @@ func (d *Dispatcher) consume(p *proc, ctx context.Context, limit int, once bool)
 		if limit > 0 {
 			budget = min(budget, limit-n)
 		}
-		k, err := d.round(p, done, min(carried, budget), min(queued, budget-min(carried, budget)), budget)
+		end := d.q.Pushed() // events pushed from here on belong to the next round
+		k, err := d.round(p, done, min(carried, budget), min(queued, budget-min(carried, budget)), budget, end)
 		n += k
 		if err != nil {
 			if err != ErrClosed {
@@ -96,17 +97,23 @@ func (d *Dispatcher) consume(p *proc, ctx context.Context, limit int, once bool)
 }
 
 // round processes up to carried events from the carry list, then up to
-// queued from the ring, then due retries, budget in all. It returns early,
-// leaving the rest queued, when done closes or the dispatcher closes.
-func (d *Dispatcher) round(p *proc, done <-chan struct{}, carried, queued, budget int) (int, error) {
+// queued from the ring, then due retries, budget in all. Ring events at
+// position end or later were emitted during the round (DropOldest evictions
+// can bring them within reach): they go to the carry list for the next
+// round. It returns early, leaving the rest queued, when done closes or the
+// dispatcher closes.
+func (d *Dispatcher) round(p *proc, done <-chan struct{}, carried, queued, budget int, end uint64) (int, error) {
 	n := 0
 	// run processes jobs until it is interrupted; it puts back the rest.
 	run := func(jobs []job) error {
+		p.st.held.Store(int64(len(jobs)))
+		defer p.st.held.Store(0)
 		for i, j := range jobs {
 			if err := d.interrupted(done); err != nil {
 				d.putBack(jobs[i:], err)
 				return err
 			}
+			p.st.held.Add(-1) // in progress now, no longer waiting
 			p.process(j)
 			n++
 		}
@@ -128,6 +135,11 @@ func (d *Dispatcher) round(p *proc, done <-chan struct{}, carried, queued, budge
 			break // DropOldest emitters took the rest
 		}
 		queued -= len(jobs)
+		if last := jobs[len(jobs)-1].ev.ID; last > end { // IDs are positions + 1
+			keep := len(jobs) - int(last-end)
+			d.carry.put(jobs[keep:])
+			jobs, queued = jobs[:keep], 0
+		}
 		if err := run(jobs); err != nil {
 			return n, err
 		}

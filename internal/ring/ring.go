@@ -60,6 +60,10 @@ const spinsBeforeYield = 16
 // call linearizable; the price is that a producer or consumer descheduled
 // inside its claim delays the ones that reach its slot next.
 //
+// The scheme needs at least two slots: with one, "ready for the consumer of
+// p" (p+1) would read as "free for the producer of p+1". A ring of capacity
+// 1 therefore has two slots, and its producers also check head.
+//
 // head and tail sit on cache lines of their own (see falseSharingRange);
 // slots are not padded, so neighbouring positions share lines.
 //
@@ -67,8 +71,9 @@ const spinsBeforeYield = 16
 type Ring[T any] struct {
 	_     noCopy
 	mask  uint64
+	cap   uint64 // len(slots), or 1 for a ring of capacity 1
 	slots []slot[T]
-	_     [falseSharingRange - 8 - 24]byte // mask and slots: read-only after New
+	_     [falseSharingRange - 16 - 24]byte // mask, cap and slots: read-only after New
 	head  atomic.Uint64
 	_     [falseSharingRange - 8]byte
 	tail  atomic.Uint64 // closedBit | next push position
@@ -89,11 +94,14 @@ func New[T any](capacity int) *Ring[T] {
 	if capacity > 1<<40 {
 		panic(fmt.Sprintf("ring: capacity %d is above 2^40", capacity))
 	}
-	n := uint64(1)
+	n := uint64(2) // see the type comment
 	for n < uint64(capacity) {
 		n <<= 1
 	}
-	r := &Ring[T]{mask: n - 1, slots: make([]slot[T], n)}
+	r := &Ring[T]{mask: n - 1, cap: n, slots: make([]slot[T], n)}
+	if capacity == 1 {
+		r.cap = 1
+	}
 	for i := range r.slots {
 		r.slots[i].seq.Store(uint64(i))
 	}
@@ -101,7 +109,7 @@ func New[T any](capacity int) *Ring[T] {
 }
 
 // Cap returns the number of values the ring holds when full.
-func (r *Ring[T]) Cap() int { return len(r.slots) }
+func (r *Ring[T]) Cap() int { return int(r.cap) }
 
 // Len returns the number of values in the ring, counting pushes that have
 // claimed a position and not finished. Under concurrent use it is a
@@ -110,9 +118,9 @@ func (r *Ring[T]) Len() int {
 	h := r.head.Load()
 	t := r.tail.Load() &^ closedBit // loaded after h, so t >= h
 	n := t - h
-	if n > uint64(len(r.slots)) {
+	if n > r.cap {
 		// head and tail moved between the two loads.
-		return len(r.slots)
+		return int(r.cap)
 	}
 	return int(n)
 }
@@ -144,6 +152,9 @@ func (r *Ring[T]) TryPush(v T) bool {
 		case seq == pos:
 			// The slot is free for position pos. Claim it; on success it
 			// is ours alone until the seq store below publishes it.
+			if r.cap == 1 && pos != r.head.Load() {
+				return false // capacity 1: the other slot is still full
+			}
 			if r.tail.CompareAndSwap(pos, pos+1) {
 				s.val = v
 				s.seq.Store(pos + 1)
@@ -154,7 +165,7 @@ func (r *Ring[T]) TryPush(v T) bool {
 			// The slot still holds the value from the previous lap. The
 			// ring is full if head is a whole lap behind pos; otherwise
 			// its consumer claimed it and is still copying it out.
-			if pos-r.head.Load() >= uint64(len(r.slots)) {
+			if pos-r.head.Load() >= r.cap {
 				return false
 			}
 			spins = backoff(spins)

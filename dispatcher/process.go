@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"reflect"
 	"runtime/debug"
 	"time"
 )
@@ -24,6 +25,8 @@ const maxJoinedErrors = 64
 type proc struct {
 	d       *Dispatcher
 	ctx     context.Context // given to handlers: carries handlerKey
+	parent  context.Context // deterministic mode: the ctx hctx derives from
+	hctx    context.Context
 	st      *counters
 	scratch []*subscriber // reused by index.match
 	batch   []entry       // reused by ring pops
@@ -43,6 +46,23 @@ func (d *Dispatcher) newProc(st *counters) *proc {
 		batch:   make([]entry, popBatch),
 		jobs:    make([]job, 0, popBatch),
 	}
+}
+
+// bind sets the ctx given to handlers: ctx, marked as a handler's. A Drain
+// loop passes the same ctx again and again, so the derived ctx of the last
+// parent is kept and reused instead of allocated per call.
+func (p *proc) bind(ctx context.Context) {
+	if p.parent == nil || !sameContext(p.parent, ctx) {
+		p.parent, p.hctx = ctx, context.WithValue(ctx, handlerKey{}, p.d)
+	}
+	p.ctx = p.hctx
+}
+
+// sameContext reports whether a and b are the same ctx, without the panic
+// that == raises on two values of one non-comparable type.
+func sameContext(a, b context.Context) bool {
+	t := reflect.TypeOf(a)
+	return t == reflect.TypeOf(b) && t.Comparable() && a == b
 }
 
 // popBatch is how many events a consumer takes from the ring in one claim.

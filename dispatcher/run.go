@@ -148,8 +148,7 @@ func (d *Dispatcher) Shutdown(ctx context.Context) error {
 func (d *Dispatcher) drainForShutdown(ctx context.Context) error {
 	defer d.releaseTick()
 	p := d.tick
-	p.ctx = context.WithValue(ctx, handlerKey{}, d)
-	defer func() { p.ctx = nil }()
+	p.bind(ctx)
 	for {
 		_, err := d.consume(p, ctx, 0, false)
 		switch {
@@ -341,8 +340,20 @@ func (d *Dispatcher) takeJobs(p *proc) []job {
 	if len(jobs) == 0 {
 		jobs = d.popJobs(p, popBatch)
 	}
-	owned := jobs[:0]
-	for _, j := range jobs {
+	for i := range jobs {
+		if jobs[i].ev.Key != "" {
+			return k.register(jobs, i)
+		}
+	}
+	return jobs // no keys: nothing to register
+}
+
+// register acquires the keys of jobs[from:] (jobs[:from] have none) and
+// returns the jobs the caller owns: backlogged ones are removed. k.mu is
+// held.
+func (k *keyTable) register(jobs []job, from int) []job {
+	owned := jobs[:from]
+	for _, j := range jobs[from:] {
 		if j.ev.Key == "" || k.acquire(j) {
 			owned = append(owned, j)
 		}

@@ -42,10 +42,10 @@ func (d *Dispatcher) consumeOwned(ctx context.Context, limit int, once bool) (in
 		return 0, ErrClosed
 	}
 	p := d.tick
-	p.ctx = context.WithValue(ctx, handlerKey{}, d)
+	p.bind(ctx)
 	p.collect = true
 	n, err := d.consume(p, ctx, limit, once)
-	p.ctx, p.collect = nil, false
+	p.collect = false
 	return n, p.takeErr(err)
 }
 
@@ -68,7 +68,9 @@ func (d *Dispatcher) consume(p *proc, ctx context.Context, limit int, once bool)
 		if d.state.Load() == stateClosed {
 			return n, ErrClosed
 		}
-		d.retries.moveDue(time.Now()) // cheap when nothing waits
+		if _, waiting := d.retries.counts(); waiting > 0 {
+			d.retries.moveDue(time.Now()) // time.Now only when a retry waits
+		}
 		// The round: exactly what is queued now, oldest first. Carried
 		// events came from the ring before anything still in it; due
 		// retries moved in last.

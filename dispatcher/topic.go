@@ -27,9 +27,58 @@ import (
 // valid emitted topic: it is empty, has an empty token, or contains '*' or
 // '>'. It returns nil for a valid topic.
 //
-// checkTopic runs on every Emit, so it walks the bytes once and does not
-// allocate on success; only a failure pays for formatting its error.
+// checkTopic runs on every Emit, so it looks at eight bytes at a time (see
+// byteMask) and does not allocate on success; a failure goes through
+// checkTopicSlow, which says what is wrong.
 func checkTopic(topic string) error {
+	n := len(topic)
+	if n == 0 || topic[0] == '.' || topic[n-1] == '.' {
+		return checkTopicSlow(topic)
+	}
+	var bad, prevDots uint64
+	for i := 0; i < n; i += 8 {
+		w := load8(topic, i)
+		dots := byteMask(w, '.')
+		// A wildcard byte anywhere, or two dots in a row: within the
+		// word, or the last byte of the previous word and the first of
+		// this one.
+		bad |= byteMask(w, '*') | byteMask(w, '>') | dots&(dots>>8) | dots&(prevDots>>56)
+		prevDots = dots
+	}
+	if bad != 0 {
+		return checkTopicSlow(topic)
+	}
+	return nil
+}
+
+// load8 returns the eight bytes of s from i as a little-endian word; past
+// the end of s it fills in 'a', which is no special byte.
+func load8(s string, i int) uint64 {
+	if i+8 <= len(s) {
+		s = s[i : i+8]
+		return uint64(s[0]) | uint64(s[1])<<8 | uint64(s[2])<<16 | uint64(s[3])<<24 |
+			uint64(s[4])<<32 | uint64(s[5])<<40 | uint64(s[6])<<48 | uint64(s[7])<<56
+	}
+	w := uint64(0x6161616161616161)
+	for j := 0; i+j < len(s); j++ {
+		w = w&^(0xff<<(8*j)) | uint64(s[i+j])<<(8*j)
+	}
+	return w
+}
+
+// byteMask returns w with 0x80 in every byte equal to c and 0 elsewhere.
+// It is exact: (x&0x7f..)+0x7f.. sets a byte's top bit when its low seven
+// bits are not all zero, and or-ing x adds the byte's own top bit, so only a
+// zero byte of x (a byte of w equal to c) ends with its top bit clear.
+func byteMask(w uint64, c byte) uint64 {
+	const low7 = 0x7f7f7f7f7f7f7f7f
+	x := w ^ (0x0101010101010101 * uint64(c))
+	return ^((x&low7 + low7) | x | low7)
+}
+
+// checkTopicSlow is checkTopic's byte-by-byte form: it finds what is wrong
+// with a topic the fast form refused.
+func checkTopicSlow(topic string) error {
 	if topic == "" {
 		return badTopic(topic, "empty topic")
 	}

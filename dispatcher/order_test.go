@@ -1,0 +1,191 @@
+package dispatcher
+
+import (
+	"context"
+	"fmt"
+	"runtime"
+	"sync"
+	"sync/atomic"
+	"testing"
+)
+
+// orderPayload is what the ordering tests emit: a keyed event carries its
+// key's index and its sequence number within the key (0, 1, 2, ...); an
+// unkeyed event has key -1 and a unique seq.
+type orderPayload struct {
+	key int
+	seq int
+}
+
+// orderConfig sizes one ordering run.
+type orderConfig struct {
+	workers  int
+	capacity int
+	keys     int // keys, spread over the producers: key k belongs to producer k%producers
+	perKey   int // events per key
+	unkeyed  int // unkeyed events per producer per round (a round emits one event of each owned key)
+}
+
+// rtOrder runs cfg under Run with 4 producers and 2 subscribers, and checks
+// that each subscriber sees each key's events in emit order and never two
+// of one key at once, and gets every unkeyed event exactly once.
+func rtOrder(t *testing.T, cfg orderConfig) {
+	t.Helper()
+	const producers, subs = 4, 2
+	ctx := context.Background()
+	d := rtNew(t, WithWorkers(cfg.workers), WithCapacity(cfg.capacity))
+
+	keyNames := make([]string, cfg.keys)
+	for k := range keyNames {
+		keyNames[k] = fmt.Sprintf("key-%d", k)
+	}
+	type keyState struct {
+		inflight atomic.Int32 // calls of this subscriber for this key running now
+		last     atomic.Int64 // the last seq seen
+		_        [64 - 12]byte
+	}
+	unkeyedTotal := producers * cfg.perKey * cfg.unkeyed
+	state := make([][]keyState, subs)
+	unkeyed := make([][]atomic.Int32, subs)
+	var (
+		orderErrs, concErrs, keyErrs atomic.Int64
+		msgMu                        sync.Mutex
+		msgs                         []string // the first few violations
+	)
+	report := func(format string, args ...any) {
+		msgMu.Lock()
+		if len(msgs) < 10 {
+			msgs = append(msgs, fmt.Sprintf(format, args...))
+		}
+		msgMu.Unlock()
+	}
+	for s := range subs {
+		state[s] = make([]keyState, cfg.keys)
+		for k := range state[s] {
+			state[s][k].last.Store(-1)
+		}
+		unkeyed[s] = make([]atomic.Int32, unkeyedTotal)
+		rtOn(t, d, "order.>", func(hctx context.Context, e Event) error {
+			p := e.Payload.(orderPayload)
+			if p.key < 0 {
+				unkeyed[s][p.seq].Add(1)
+				return nil
+			}
+			if e.Key != keyNames[p.key] {
+				keyErrs.Add(1)
+				report("sub%d: event %d has Key %q, want %q", s, e.ID, e.Key, keyNames[p.key])
+			}
+			ks := &state[s][p.key]
+			if n := ks.inflight.Add(1); n != 1 {
+				concErrs.Add(1)
+				report("sub%d, %s: %d calls at once (seq %d)", s, keyNames[p.key], n, p.seq)
+			}
+			if p.seq%8 == 0 {
+				runtime.Gosched() // widen the window for a second call of the key
+			}
+			if prev := ks.last.Swap(int64(p.seq)); prev != int64(p.seq)-1 {
+				orderErrs.Add(1)
+				report("sub%d, %s: seq %d after %d", s, keyNames[p.key], p.seq, prev)
+			}
+			ks.inflight.Add(-1)
+			return nil
+		}, WithName(fmt.Sprintf("sub%d", s)))
+	}
+
+	wait := rtStartRun(t, ctx, d)
+	errs := make([]error, producers)
+	var wg sync.WaitGroup
+	for pr := range producers {
+		wg.Go(func() {
+			next := pr * cfg.perKey * cfg.unkeyed // this producer's unkeyed seqs
+			for r := range cfg.perKey {
+				for k := pr; k < cfg.keys; k += producers {
+					e := Event{Topic: "order.keyed", Key: keyNames[k], Payload: orderPayload{key: k, seq: r}}
+					if err := d.EmitEvent(ctx, e); err != nil {
+						errs[pr] = fmt.Errorf("EmitEvent(key %d, seq %d): %w", k, r, err)
+						return
+					}
+				}
+				for range cfg.unkeyed {
+					if err := d.Emit(ctx, "order.free", orderPayload{key: -1, seq: next}); err != nil {
+						errs[pr] = fmt.Errorf("Emit(unkeyed %d): %w", next, err)
+						return
+					}
+					next++
+				}
+			}
+		})
+	}
+	wg.Wait()
+	for pr, err := range errs {
+		if err != nil {
+			t.Errorf("producer %d: %v", pr, err)
+		}
+	}
+	if err := d.Shutdown(ctx); err != nil {
+		t.Errorf("Shutdown = %v", err)
+	}
+	if err := wait(); err != nil {
+		t.Errorf("Run = %v", err)
+	}
+
+	if n := orderErrs.Load() + concErrs.Load() + keyErrs.Load(); n > 0 {
+		t.Errorf("%d order violations, %d concurrent calls for one key, %d wrong keys; first: %q",
+			orderErrs.Load(), concErrs.Load(), keyErrs.Load(), msgs)
+	}
+	for s := range subs {
+		for k := range cfg.keys {
+			if got := state[s][k].last.Load(); got != int64(cfg.perKey-1) {
+				t.Errorf("sub%d, %s: last seq %d, want %d", s, keyNames[k], got, cfg.perKey-1)
+			}
+		}
+		missing := 0
+		for i := range unkeyed[s] {
+			if unkeyed[s][i].Load() != 1 {
+				missing++
+			}
+		}
+		if missing > 0 {
+			t.Errorf("sub%d: %d of %d unkeyed events not delivered exactly once", s, missing, unkeyedTotal)
+		}
+	}
+	total := uint64(cfg.keys*cfg.perKey + unkeyedTotal)
+	st := d.Stats()
+	if st.Emitted != total || st.Delivered != subs*total || st.Failed != 0 || st.Dropped != 0 || st.Queued != 0 {
+		t.Errorf("Stats = %+v, want Emitted %d, Delivered %d, nothing failed, dropped or queued", st, total, subs*total)
+	}
+}
+
+// TestOrderPerKeyUnderRun (Behaviour 4): under Run, events of one key
+// reach each subscriber in emit order and one at a time, with 1 to 8
+// workers, several producers, and unkeyed events in between; with a small
+// capacity the key backlogs hit their bound too.
+func TestOrderPerKeyUnderRun(t *testing.T) {
+	perKey, unkeyed := 1000, 2
+	if testing.Short() {
+		perKey = 100
+	}
+	for _, workers := range []int{1, 2, 4, 8} {
+		t.Run(fmt.Sprintf("workers=%d", workers), func(t *testing.T) {
+			for _, capacity := range []int{8, 1024} {
+				t.Run(fmt.Sprintf("cap=%d", capacity), func(t *testing.T) {
+					rtOrder(t, orderConfig{workers: workers, capacity: capacity, keys: 50, perKey: perKey, unkeyed: unkeyed})
+				})
+			}
+		})
+	}
+}
+
+// TestOrderHotKeys: few keys and many workers, so most takes find the
+// key owned and queue behind it.
+func TestOrderHotKeys(t *testing.T) {
+	perKey := 5000
+	if testing.Short() {
+		perKey = 500
+	}
+	for _, workers := range []int{4, 8} {
+		t.Run(fmt.Sprintf("workers=%d", workers), func(t *testing.T) {
+			rtOrder(t, orderConfig{workers: workers, capacity: 64, keys: 4, perKey: perKey, unkeyed: 1})
+		})
+	}
+}

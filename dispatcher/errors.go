@@ -70,6 +70,7 @@ type HandlerError struct {
 	Err        error
 }
 
+// Error says which subscriber failed on which event, and why.
 func (e *HandlerError) Error() string {
 	return fmt.Sprintf("dispatcher: subscriber %q failed on event %d (%s), attempt %d: %v",
 		e.Subscriber, e.EventID, e.Topic, e.Attempt, e.Err)

@@ -24,6 +24,7 @@ const (
 	DropOldest
 )
 
+// String returns the policy's name, such as "Block".
 func (p OverflowPolicy) String() string {
 	switch p {
 	case Block:

@@ -69,7 +69,7 @@ func sameContext(a, b context.Context) bool {
 const popBatch = 32
 
 // process delivers one job.
-func (p *proc) process(j job) {
+func (p *proc) process(j *job) {
 	if j.sub != nil {
 		if !j.sub.active.Load() {
 			p.d.dropped.Add(1) // a retry for a subscriber that left
@@ -78,7 +78,7 @@ func (p *proc) process(j job) {
 		if j.ev.Attempt > 1 {
 			p.st.retried.Add(1)
 		}
-		p.call(j.sub, j.ev)
+		p.call(j.sub, &j.ev)
 		return
 	}
 	subs := p.d.index.Load().match(j.ev.Topic, p.scratch[:0])
@@ -88,13 +88,13 @@ func (p *proc) process(j job) {
 	j.ev.Attempt = 1
 	for _, s := range subs {
 		if s.active.Load() {
-			p.call(s, j.ev)
+			p.call(s, &j.ev)
 		}
 	}
 }
 
 // call runs one handler call and accounts for its outcome.
-func (p *proc) call(s *subscriber, ev Event) {
+func (p *proc) call(s *subscriber, ev *Event) {
 	err := safeCall(p.ctx, s.h, ev)
 	if err == nil {
 		p.st.delivered.Add(1)
@@ -107,7 +107,7 @@ func (p *proc) call(s *subscriber, ev Event) {
 		if d.cfg.backoff != nil {
 			delay = d.cfg.backoff(ev.Attempt)
 		}
-		next := ev
+		next := *ev
 		next.Attempt++
 		j := job{ev: next, sub: s}
 		if delay <= 0 && d.owner.Load() == ownerRun {
@@ -125,7 +125,7 @@ func (p *proc) call(s *subscriber, ev Event) {
 	}
 	herr := &HandlerError{Subscriber: s.name, EventID: ev.ID, Topic: ev.Topic, Attempt: ev.Attempt, Err: err}
 	p.st.deadLettered.Add(1)
-	if d.dead.add(DeadLetter{Event: ev, Err: err, Subscriber: s.name, Attempts: ev.Attempt, sub: s}) {
+	if d.dead.add(DeadLetter{Event: *ev, Err: err, Subscriber: s.name, Attempts: ev.Attempt, sub: s}) {
 		d.dropped.Add(1) // the oldest dead letter was evicted
 	}
 	if p.collect {
@@ -138,13 +138,13 @@ func (p *proc) call(s *subscriber, ev Event) {
 }
 
 // safeCall calls h and turns a panic into a *PanicError.
-func safeCall(ctx context.Context, h Handler, ev Event) (err error) {
+func safeCall(ctx context.Context, h Handler, ev *Event) (err error) {
 	defer func() {
 		if r := recover(); r != nil {
 			err = &PanicError{Value: r, Stack: debug.Stack()}
 		}
 	}()
-	return h(ctx, ev)
+	return h(ctx, *ev)
 }
 
 // takeErr returns the failures collected since the last call, joined, and

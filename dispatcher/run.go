@@ -96,6 +96,11 @@ func (d *Dispatcher) Run(ctx context.Context) error {
 // call more than once and from several goroutines; later calls wait for the
 // first to finish. It must not be called from a handler: with a handler's
 // ctx it returns ErrRunning, since it would wait for itself.
+//
+// Shutdown finishes by closing the queue once it finds nothing left. An
+// outside Emit that passed its check just before Shutdown began and pushes
+// in that instant is still processed, but what its handlers emit then gets
+// ErrClosed.
 func (d *Dispatcher) Shutdown(ctx context.Context) error {
 	if d.fromHandler(ctx) {
 		return fmt.Errorf("%w: Shutdown called from a handler would wait for itself", ErrRunning)
@@ -299,7 +304,7 @@ func (d *Dispatcher) runBatch(p *proc, done <-chan struct{}) bool {
 			d.surrender(jobs[i:])
 			return true
 		}
-		j := jobs[i]
+		j := &jobs[i]
 		p.st.held.Add(-1) // in progress now, no longer waiting
 		p.process(j)
 		if j.ev.Key == "" {
@@ -315,7 +320,7 @@ func (d *Dispatcher) runBatch(p *proc, done <-chan struct{}) bool {
 				d.surrender(append(jobs[i+1:len(jobs):len(jobs)], next))
 				return true
 			}
-			p.process(next)
+			p.process(&next)
 		}
 	}
 	return true

@@ -110,13 +110,13 @@ func (d *Dispatcher) round(p *proc, done <-chan struct{}, carried, queued, budge
 	run := func(jobs []job) error {
 		p.st.held.Store(int64(len(jobs)))
 		defer p.st.held.Store(0)
-		for i, j := range jobs {
+		for i := range jobs {
 			if err := d.interrupted(done); err != nil {
 				d.putBack(jobs[i:], err)
 				return err
 			}
 			p.st.held.Add(-1) // in progress now, no longer waiting
-			p.process(j)
+			p.process(&jobs[i])
 			n++
 		}
 		return nil

@@ -24,7 +24,7 @@ demo:
 test: fmt-check
 	@set -e; for m in $(MODULES); do \
 		echo "== $$m"; \
-		(cd $$m && $(GO) vet ./... && $(GO) build ./... && $(GO) test -race -count=1 ./...); \
+		(cd $$m && $(GO) vet ./... && $(GO) build -o /dev/null ./... && $(GO) test -race -count=1 ./...); \
 	done
 
 fmt-check:
@@ -42,6 +42,50 @@ bench:
 	@mkdir -p .bench
 	$(GO) test -run '^$$' -bench '$(BENCH)' -benchmem -benchtime $(BENCHTIME) -count $(COUNT) $(PKG) | tee .bench/new.txt
 	$(BENCHSTAT) .bench/new.txt
+
+## bench-compare: the benchmarks/ module (ringbus against channels, queues and
+## pub/sub libraries) at GOMAXPROCS=2, COUNT runs of CMP_BENCHTIME each,
+## through benchstat into benchmarks/RESULTS.md; the raw output stays in
+## benchmarks/results.txt and cmd/chart draws it into docs/benchmarks.svg.
+## About 10 minutes on 2 cores with the defaults (COUNT=10, 750ms).
+CMP_BENCHTIME ?= 750ms
+CMP_TEST = test -run '^$$' -bench '$(BENCH)' -benchmem -benchtime $(CMP_BENCHTIME) -count $(COUNT) -cpu 2 -timeout 60m .
+CMP_STAT = -table .name -col /impl results.txt
+bench-compare:
+	@mkdir -p benchmarks/.bench docs
+	@cut -d' ' -f1-3 /proc/loadavg > benchmarks/.bench/load-before
+	@cd benchmarks; src="$$(find ../dispatcher ../internal -name '*.go' ! -name '*_test.go' | sort)"; \
+	rev="$$(git rev-parse --short HEAD 2>/dev/null || echo unknown)"; \
+	dirty="$$(git status --porcelain -- $$src 2>/dev/null | awk '{print $$2}' | sed 's|^\.\./||' | tr '\n' ' ')"; \
+	echo "$$rev$${dirty:+, with uncommitted changes to $$dirty}(sources hashed: $$(cat $$src | sha256sum | cut -c1-12))" > .bench/core
+	cd benchmarks && $(GO) $(CMP_TEST) | tee results.txt
+	@cut -d' ' -f1-3 /proc/loadavg > benchmarks/.bench/load-after
+	@grep -q '^ok' benchmarks/results.txt || { echo "bench-compare: the benchmarks failed"; exit 1; }
+	cd benchmarks && $(BENCHSTAT) $(CMP_STAT) > .bench/benchstat.txt
+	@set -e; cd benchmarks; \
+	cpu="$$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//')"; \
+	cores="$$(nproc)"; gover="$$($(GO) env GOVERSION)"; day="$$(date -u +%Y-%m-%d)"; \
+	$(GO) run ./cmd/chart -in results.txt -out ../docs/benchmarks.svg -ratios .bench/ratios.md \
+		-caption "$$cpu, $$cores cores, GOMAXPROCS=2, $$gover, $$day. Medians of $(COUNT) runs; make bench-compare"; \
+	{ \
+	echo "# ringbus benchmark results"; echo; \
+	echo "Written by \`make bench-compare\`; do not edit by hand. What each benchmark measures"; \
+	echo "and the analysis of the targets are in [README.md](README.md); the chart is"; \
+	echo "[docs/benchmarks.svg](../docs/benchmarks.svg), the raw output [results.txt](results.txt)."; echo; \
+	echo "- Date: $$day"; \
+	echo "- Machine: $$cpu ($$cores cores), GOMAXPROCS=2, $$($(GO) env GOOS)/$$($(GO) env GOARCH)"; \
+	echo "- Go: $$gover"; \
+	echo "- Load average (1, 5, 15 min) before the run: $$(cat .bench/load-before); after: $$(cat .bench/load-after)"; \
+	echo "- ringbus core (dispatcher/, internal/): $$(cat .bench/core)"; \
+	echo "- Command, in benchmarks/: \`go $(CMP_TEST) | tee results.txt\`"; \
+	echo "- Then: \`benchstat $(CMP_STAT)\` (golang.org/x/perf/cmd/benchstat, pinned in the Makefile)"; echo; \
+	echo "## Ratios to ringbus"; echo; cat .bench/ratios.md; echo; \
+	echo "## benchstat"; echo; \
+	echo "Columns are implementations; \"vs base\" compares each with ringbus (the first column):"; \
+	echo "+100% means twice ringbus's time per op."; echo; \
+	echo '```text'; cat .bench/benchstat.txt; echo '```'; \
+	} > RESULTS.md
+	@echo "wrote benchmarks/RESULTS.md, benchmarks/results.txt and docs/benchmarks.svg"
 
 ## fuzz: each fuzz target for FUZZTIME.
 fuzz:

@@ -283,7 +283,9 @@ type Stats struct {
 }
 
 // Stats returns a snapshot of the counters. Under concurrent use the fields
-// are read one by one, not at one instant.
+// are read one by one, not at one instant, and a consumer adds its
+// Delivered count once per batch (up to 32 events), so a handler that reads
+// Stats does not yet see the calls of its own batch counted there.
 func (d *Dispatcher) Stats() Stats {
 	st := Stats{
 		Emitted:     d.q.Pushed(),

@@ -23,14 +23,15 @@ const maxJoinedErrors = 64
 // proc is one consumer's private state: a worker's, or the deterministic
 // consumer's. Only its own goroutine touches it.
 type proc struct {
-	d       *Dispatcher
-	ctx     context.Context // given to handlers: carries handlerKey
-	parent  context.Context // deterministic mode: the ctx hctx derives from
-	hctx    context.Context
-	st      *counters
-	scratch []*subscriber // reused by index.match
-	batch   []entry       // reused by ring pops
-	jobs    []job         // reused by carry pops
+	d         *Dispatcher
+	ctx       context.Context // given to handlers: carries handlerKey
+	parent    context.Context // deterministic mode: the ctx hctx derives from
+	hctx      context.Context
+	st        *counters
+	scratch   []*subscriber // reused by index.match
+	delivered uint64        // successful calls not yet added to st
+	batch     []entry       // reused by ring pops
+	jobs      []job         // reused by carry pops
 
 	// Deterministic mode only: the failures dead-lettered during the call.
 	collect bool
@@ -45,6 +46,15 @@ func (d *Dispatcher) newProc(st *counters) *proc {
 		scratch: make([]*subscriber, 0, 8),
 		batch:   make([]entry, popBatch),
 		jobs:    make([]job, 0, popBatch),
+	}
+}
+
+// flush publishes the counts kept in p to its counters: one atomic add per
+// batch instead of one per handler call.
+func (p *proc) flush() {
+	if p.delivered > 0 {
+		p.st.delivered.Add(p.delivered)
+		p.delivered = 0
 	}
 }
 
@@ -97,7 +107,7 @@ func (p *proc) process(j *job) {
 func (p *proc) call(s *subscriber, ev *Event) {
 	err := safeCall(p.ctx, s.h, ev)
 	if err == nil {
-		p.st.delivered.Add(1)
+		p.delivered++ // published by flush, once per batch
 		return
 	}
 	p.st.failed.Add(1)

@@ -298,7 +298,10 @@ func (d *Dispatcher) runBatch(p *proc, done <-chan struct{}) bool {
 		return false
 	}
 	p.st.held.Store(int64(len(jobs)))
-	defer p.st.held.Store(0)
+	defer func() {
+		p.st.held.Store(0)
+		p.flush()
+	}()
 	for i := range jobs {
 		if d.interrupted(done) != nil {
 			d.surrender(jobs[i:])
@@ -330,7 +333,9 @@ func (d *Dispatcher) runBatch(p *proc, done <-chan struct{}) bool {
 // order in which workers claim batches is the order in which they register
 // keys: a keyed event is registered after every earlier event of its key.
 // Jobs whose key another worker owns join that key's backlog and are not
-// returned.
+// returned. The lock also makes the workers take turns at the ring's head:
+// measured with two workers, popping without it is slower (more CAS
+// failures and cache-line traffic on head), not faster.
 func (d *Dispatcher) takeJobs(p *proc) []job {
 	k := &d.keys
 	k.mu.Lock()

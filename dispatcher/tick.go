@@ -109,7 +109,10 @@ func (d *Dispatcher) round(p *proc, done <-chan struct{}, carried, queued, budge
 	// run processes jobs until it is interrupted; it puts back the rest.
 	run := func(jobs []job) error {
 		p.st.held.Store(int64(len(jobs)))
-		defer p.st.held.Store(0)
+		defer func() {
+			p.st.held.Store(0)
+			p.flush()
+		}()
 		for i := range jobs {
 			if err := d.interrupted(done); err != nil {
 				d.putBack(jobs[i:], err)

@@ -4,8 +4,10 @@ package ring
 
 import (
 	"fmt"
+	"math/bits"
 	"runtime"
 	"sync/atomic"
+	"unsafe"
 )
 
 // falseSharingRange is the distance, in bytes, that keeps two hot words from
@@ -73,11 +75,18 @@ type Ring[T any] struct {
 	mask  uint64
 	cap   uint64 // len(slots), or 1 for a ring of capacity 1
 	slots []slot[T]
-	_     [falseSharingRange - 16 - 24]byte // mask, cap and slots: read-only after New
-	head  atomic.Uint64
-	_     [falseSharingRange - 8]byte
-	tail  atomic.Uint64 // closedBit | next push position
-	_     [falseSharingRange - 8]byte
+	// Position p lives in slot ((p&lineMask)<<perLine | (p&mask)>>lines):
+	// consecutive positions go to different falseSharingRange blocks, so a
+	// producer writing position p and a consumer reading p-1 do not share
+	// a line. See New.
+	lineMask uint64
+	perLine  uint8
+	lines    uint8
+	_        [falseSharingRange - 16 - 24 - 8 - 2]byte // all read-only after New
+	head     atomic.Uint64
+	_        [falseSharingRange - 8]byte
+	tail     atomic.Uint64 // closedBit | next push position
+	_        [falseSharingRange - 8]byte
 }
 
 type slot[T any] struct {
@@ -102,10 +111,27 @@ func New[T any](capacity int) *Ring[T] {
 	if capacity == 1 {
 		r.cap = 1
 	}
-	for i := range r.slots {
-		r.slots[i].seq.Store(uint64(i))
+	// Spread consecutive positions over blocks of falseSharingRange
+	// bytes: with k slots to a block (a power of two) and n/k blocks,
+	// position p goes to block p mod n/k, at index p div n/k within it.
+	k := uint64(1)
+	for 2*k*uint64(unsafe.Sizeof(slot[T]{})) <= falseSharingRange && 2*k <= n/2 {
+		k *= 2
+	}
+	blocks := n / k
+	r.lineMask = blocks - 1
+	r.perLine = uint8(bits.TrailingZeros64(k))
+	r.lines = uint8(bits.TrailingZeros64(blocks))
+	for i := range n {
+		r.slot(i).seq.Store(i)
 	}
 	return r
+}
+
+// slot returns the slot of position pos.
+func (r *Ring[T]) slot(pos uint64) *slot[T] {
+	i := pos & r.mask
+	return &r.slots[(i&r.lineMask)<<r.perLine|i>>r.lines]
 }
 
 // Cap returns the number of values the ring holds when full.
@@ -146,7 +172,7 @@ func (r *Ring[T]) TryPush(v T) bool {
 		if pos&closedBit != 0 {
 			return false
 		}
-		s := &r.slots[pos&r.mask]
+		s := r.slot(pos)
 		seq := s.seq.Load()
 		switch {
 		case seq == pos:
@@ -165,7 +191,10 @@ func (r *Ring[T]) TryPush(v T) bool {
 			// The slot still holds the value from the previous lap. The
 			// ring is full if head is a whole lap behind pos; otherwise
 			// its consumer claimed it and is still copying it out.
-			if pos-r.head.Load() >= r.cap {
+			// pos may be stale by now, with head already past it, so
+			// compare without subtracting: pos-head would wrap around
+			// and report a full ring that never was.
+			if r.head.Load()+r.cap <= pos {
 				return false
 			}
 			spins = backoff(spins)
@@ -204,7 +233,7 @@ func (r *Ring[T]) pop(dst []T) (int, uint64) {
 	for {
 		// Count the ready slots from pos on: ready means seq == p+1.
 		var n uint64
-		for n < limit && r.slots[(pos+n)&r.mask].seq.Load() == pos+n+1 {
+		for n < limit && r.slot(pos+n).seq.Load() == pos+n+1 {
 			n++
 		}
 		if n > 0 {
@@ -217,14 +246,14 @@ func (r *Ring[T]) pop(dst []T) (int, uint64) {
 			}
 			var zero T
 			for i := uint64(0); i < n; i++ {
-				s := &r.slots[(pos+i)&r.mask]
+				s := r.slot(pos + i)
 				dst[i] = s.val
 				s.val = zero
 				s.seq.Store(pos + i + r.mask + 1)
 			}
 			return int(n), pos
 		}
-		seq := r.slots[pos&r.mask].seq.Load()
+		seq := r.slot(pos).seq.Load()
 		if seq > pos+1 {
 			// Another consumer took pos already; catch up.
 			pos = r.head.Load()

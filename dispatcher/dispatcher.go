@@ -112,7 +112,8 @@ func (s *Subscription) Name() string { return s.s.name }
 
 // Unsubscribe removes the subscription: events processed after it returns
 // are not delivered to its handler, and its pending retries are discarded
-// (counted in Stats.Dropped). A call already in progress finishes. It is
+// when they come due (counted in Stats.Dropped then). A call already in
+// progress finishes. It is
 // safe to call more than once, and from a handler.
 func (s *Subscription) Unsubscribe() {
 	d := s.d
@@ -318,11 +319,16 @@ func (d *Dispatcher) DeadLetters() []DeadLetter { return d.dead.snapshot() }
 // many it queued. Dead letters that do not fit (the retry queue holds as
 // many as the capacity) or whose subscriber unsubscribed stay dead letters.
 // The events are processed by the next Tick or Drain, or by Run's workers.
+// After Shutdown or Close began it returns ErrClosed.
 func (d *Dispatcher) Redeliver(ctx context.Context) (int, error) {
 	if err := ctx.Err(); err != nil {
 		return 0, err
 	}
-	if d.state.Load() == stateClosed {
+	// Under lifeMu, Shutdown and Close cannot begin between the check and
+	// the queueing: what Redeliver queues is drained or dropped by them.
+	d.lifeMu.Lock()
+	defer d.lifeMu.Unlock()
+	if d.state.Load() != stateOpen {
 		return 0, ErrClosed
 	}
 	n := d.dead.redeliver(func(dl *DeadLetter, s *subscriber) bool {

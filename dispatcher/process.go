@@ -3,7 +3,6 @@ package dispatcher
 import (
 	"context"
 	"errors"
-	"fmt"
 	"reflect"
 	"runtime/debug"
 	"time"
@@ -15,10 +14,6 @@ type job struct {
 	ev  Event
 	sub *subscriber
 }
-
-// maxJoinedErrors bounds how many handler failures one Tick or Drain
-// returns; the rest are summarised in one more error.
-const maxJoinedErrors = 64
 
 // proc is one consumer's private state: a worker's, or the deterministic
 // consumer's. Only its own goroutine touches it.
@@ -36,7 +31,6 @@ type proc struct {
 	// Deterministic mode only: the failures dead-lettered during the call.
 	collect bool
 	errs    []error
-	more    int // failures beyond maxJoinedErrors
 }
 
 func (d *Dispatcher) newProc(st *counters) *proc {
@@ -139,11 +133,7 @@ func (p *proc) call(s *subscriber, ev *Event) {
 		d.dropped.Add(1) // the oldest dead letter was evicted
 	}
 	if p.collect {
-		if len(p.errs) < maxJoinedErrors {
-			p.errs = append(p.errs, herr)
-		} else {
-			p.more++
-		}
+		p.errs = append(p.errs, herr)
 	}
 }
 
@@ -161,13 +151,10 @@ func safeCall(ctx context.Context, h Handler, ev *Event) (err error) {
 // resets the collection.
 func (p *proc) takeErr(extra error) error {
 	errs := p.errs
-	if p.more > 0 {
-		errs = append(errs, fmt.Errorf("dispatcher: and %d more handler failures (see DeadLetters)", p.more))
-	}
 	if extra != nil {
 		errs = append(errs, extra)
 	}
-	p.errs, p.more = nil, 0
+	p.errs = nil
 	if len(errs) == 1 {
 		return errs[0] // ctx's error alone comes back unchanged
 	}

@@ -168,6 +168,9 @@ func (d *Dispatcher) drainForShutdown(ctx context.Context) error {
 			select {
 			case <-t.C:
 				continue
+			case <-d.closed: // Close dropped the retries we waited for
+				t.Stop()
+				return nil
 			case <-ctx.Done():
 				t.Stop()
 				d.Close() //nolint:errcheck // what it drops is counted

@@ -11,7 +11,7 @@ import (
 // subscription order. Events that handlers emit meanwhile wait for the next
 // round. It returns how many events it took from the queue (a retry or a
 // redelivery counts as one) and the handler failures it dead-lettered,
-// joined (errors.Is and errors.As reach each; at most 64 are listed), plus
+// joined (errors.Is and errors.As reach each), plus
 // ctx's error if ctx ended the round early; unprocessed events stay queued.
 //
 // Only one Tick or Drain runs at a time: a concurrent or nested call, or a
@@ -50,6 +50,12 @@ func (d *Dispatcher) consumeOwned(ctx context.Context, limit int, once bool) (in
 }
 
 func (d *Dispatcher) releaseTick() {
+	if d.state.Load() == stateClosed {
+		// Close ran while we processed (maybe from one of our handlers):
+		// what our handlers queued after its drop (retries, carried
+		// events) is dropped and counted here.
+		d.dropQueued()
+	}
 	d.owner.Store(ownerNone)
 	d.ownerFree.broadcast()
 }

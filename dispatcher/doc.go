@@ -94,8 +94,12 @@
 // oldest evicted first and counted as dropped. Redeliver queues them again
 // for their own subscribers with a fresh budget.
 //
-// A handler must not call runtime.Goexit (t.FailNow and t.Fatal do): it
-// would end the goroutine running it. Report failures with t.Error.
+// A handler that calls runtime.Goexit (t.FailNow and t.Fatal do) ends the
+// goroutine running it; the dispatcher cannot prevent that, but it records
+// the call as failed with ErrGoexit, queues the event for the subscribers
+// after it, keeps the rest of the batch queued, and under Run starts a new
+// worker in place of the old. In a Drain on a test's goroutine, the test
+// ends there; a later Drain processes what is left.
 //
 // # Lifecycle
 //

@@ -35,6 +35,11 @@ var (
 	// and a pattern that does not parse.
 	ErrBadTopic = errors.New("dispatcher: bad topic")
 
+	// ErrGoexit is the failure recorded for a handler call that ended its
+	// goroutine with runtime.Goexit (t.FailNow and t.Fatal do that). Under
+	// Run the worker is replaced; the rest of its batch stays queued.
+	ErrGoexit = errors.New("dispatcher: handler called runtime.Goexit")
+
 	// ErrPayloadType is returned by a Handle[T] handler that got a payload
 	// of another type than T.
 	ErrPayloadType = errors.New("dispatcher: payload type mismatch")

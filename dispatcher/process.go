@@ -24,6 +24,8 @@ type proc struct {
 	hctx      context.Context
 	st        *counters
 	scratch   []*subscriber // reused by index.match
+	fan       []*subscriber // the fan-out in progress, for goexit
+	fanAt     int           // index in fan of the call in progress
 	delivered uint64        // successful calls not yet added to st
 	batch     []entry       // reused by ring pops
 	jobs      []job         // reused by carry pops
@@ -82,6 +84,7 @@ func (p *proc) process(j *job) {
 		if j.ev.Attempt > 1 {
 			p.st.retried.Add(1)
 		}
+		p.fan = nil
 		p.call(j.sub, &j.ev)
 		return
 	}
@@ -90,20 +93,29 @@ func (p *proc) process(j *job) {
 		p.scratch = make([]*subscriber, 0, cap(subs)) // match outgrew scratch: keep the larger size
 	}
 	j.ev.Attempt = 1
-	for _, s := range subs {
+	p.fan = subs
+	for i, s := range subs {
 		if s.active.Load() {
+			p.fanAt = i
 			p.call(s, &j.ev)
 		}
 	}
+	p.fan = nil
 }
 
 // call runs one handler call and accounts for its outcome.
 func (p *proc) call(s *subscriber, ev *Event) {
-	err := safeCall(p.ctx, s.h, ev)
+	err := p.invoke(s, ev)
 	if err == nil {
 		p.delivered++ // published by flush, once per batch
 		return
 	}
+	p.fail(s, ev, err)
+}
+
+// fail accounts for a failed call: a retry if the budget allows and the
+// retry queue has room, else a dead letter.
+func (p *proc) fail(s *subscriber, ev *Event, err error) {
 	p.st.failed.Add(1)
 	d := p.d
 	if ev.Attempt < d.cfg.attempts {
@@ -137,14 +149,48 @@ func (p *proc) call(s *subscriber, ev *Event) {
 	}
 }
 
-// safeCall calls h and turns a panic into a *PanicError.
-func safeCall(ctx context.Context, h Handler, ev *Event) (err error) {
+// invoke calls s's handler and turns a panic into a *PanicError. A handler
+// that calls runtime.Goexit (t.FailNow does) ends the goroutine running it;
+// invoke cannot stop that, but accounts for the call as the goroutine
+// unwinds (see goexit).
+func (p *proc) invoke(s *subscriber, ev *Event) (err error) {
+	returned := false
 	defer func() {
 		if r := recover(); r != nil {
 			err = &PanicError{Value: r, Stack: debug.Stack()}
+			return
+		}
+		if !returned {
+			p.goexit(s, ev)
 		}
 	}()
-	return h(ctx, *ev)
+	err = s.h(p.ctx, *ev)
+	returned = true
+	return err
+}
+
+// goexit accounts for a handler call that ended its goroutine with
+// runtime.Goexit: the call failed with ErrGoexit, and the subscribers after
+// it in the event's fan-out, which did not see the event, get it queued for
+// each of them alone. The caller's deferred cleanups put back the rest of
+// its batch.
+func (p *proc) goexit(s *subscriber, ev *Event) {
+	p.fail(s, ev, ErrGoexit)
+	if p.fan == nil {
+		return
+	}
+	rest := p.fan[p.fanAt+1:]
+	p.fan = nil
+	for _, t := range rest {
+		if !t.active.Load() {
+			continue
+		}
+		e := *ev
+		e.Attempt = 1
+		if !p.d.retries.addReady(job{ev: e, sub: t}) {
+			p.d.dropped.Add(1)
+		}
+	}
 }
 
 // takeErr returns the failures collected since the last call, joined, and

@@ -52,13 +52,28 @@ func (d *Dispatcher) Run(ctx context.Context) error {
 
 	g, gctx := errgroup.WithContext(runCtx)
 	hctx := context.WithValue(gctx, handlerKey{}, d)
+	var start func(p *proc)
+	start = func(p *proc) {
+		g.Go(func() error {
+			returned := false
+			defer func() {
+				if !returned {
+					// A handler called runtime.Goexit and ended this
+					// goroutine; it accounted for its call and put
+					// its batch back. Replace the worker. (The group
+					// still counts this goroutine, so Go is allowed.)
+					start(p)
+				}
+			}()
+			d.work(gctx, rs, p)
+			returned = true
+			return nil
+		})
+	}
 	for i := range d.cfg.workers {
 		p := d.newProc(&d.runCounters[i])
 		p.ctx = hctx
-		g.Go(func() error {
-			d.work(gctx, rs, p)
-			return nil
-		})
+		start(p)
 	}
 	g.Go(func() error {
 		d.schedule(gctx, rs)
@@ -301,17 +316,26 @@ func (d *Dispatcher) runBatch(p *proc, done <-chan struct{}) bool {
 		return false
 	}
 	p.st.held.Store(int64(len(jobs)))
+	cur, finished := -1, false
 	defer func() {
 		p.st.held.Store(0)
 		p.flush()
+		if !finished && cur >= 0 {
+			// A handler called runtime.Goexit: this goroutine is ending.
+			// Keep the rest of the batch queued and give up the key
+			// of the job in progress with its backlog.
+			d.surrender(jobs[cur+1:], jobs[cur].ev.Key)
+		}
 	}()
 	for i := range jobs {
 		if d.interrupted(done) != nil {
-			d.surrender(jobs[i:])
+			d.surrender(jobs[i:], "")
+			finished = true
 			return true
 		}
 		j := &jobs[i]
 		p.st.held.Add(-1) // in progress now, no longer waiting
+		cur = i
 		p.process(j)
 		if j.ev.Key == "" {
 			continue
@@ -323,12 +347,14 @@ func (d *Dispatcher) runBatch(p *proc, done <-chan struct{}) bool {
 				break
 			}
 			if d.interrupted(done) != nil {
-				d.surrender(append(jobs[i+1:len(jobs):len(jobs)], next))
+				d.surrender(append(jobs[i+1:len(jobs):len(jobs)], next), "")
+				finished = true
 				return true
 			}
 			p.process(&next)
 		}
 	}
+	finished = true
 	return true
 }
 
@@ -376,10 +402,14 @@ func (k *keyTable) register(jobs []job, from int) []job {
 }
 
 // surrender hands back jobs a stopping worker took but did not process,
-// with the backlogs of the keys it owns, so that they stay queued in order.
-func (d *Dispatcher) surrender(jobs []job) {
+// with the backlogs of the keys it owns (theirs, and owned if not empty), so
+// that they stay queued in order.
+func (d *Dispatcher) surrender(jobs []job, owned string) {
 	var back []job
 	d.keys.mu.Lock()
+	if owned != "" {
+		back = d.keys.abandon(owned, back)
+	}
 	for _, j := range jobs {
 		back = append(back, j)
 		if j.ev.Key != "" {

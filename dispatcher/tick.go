@@ -43,7 +43,7 @@ func (d *Dispatcher) consumeOwned(ctx context.Context, limit int, once bool) (in
 	}
 	p := d.tick
 	p.bind(ctx)
-	p.collect = true
+	p.collect, p.errs = true, nil // a Drain ended by runtime.Goexit left its errors here
 	n, err := d.consume(p, ctx, limit, once)
 	p.collect = false
 	return n, p.takeErr(err)
@@ -115,19 +115,26 @@ func (d *Dispatcher) round(p *proc, done <-chan struct{}, carried, queued, budge
 	// run processes jobs until it is interrupted; it puts back the rest.
 	run := func(jobs []job) error {
 		p.st.held.Store(int64(len(jobs)))
+		cur, finished := -1, false
 		defer func() {
 			p.st.held.Store(0)
 			p.flush()
+			if !finished { // a handler called runtime.Goexit: keep the rest queued
+				d.putBack(jobs[cur+1:], nil)
+			}
 		}()
 		for i := range jobs {
 			if err := d.interrupted(done); err != nil {
 				d.putBack(jobs[i:], err)
+				finished = true
 				return err
 			}
 			p.st.held.Add(-1) // in progress now, no longer waiting
+			cur = i
 			p.process(&jobs[i])
 			n++
 		}
+		finished = true
 		return nil
 	}
 	for carried > 0 {

@@ -20,12 +20,15 @@ all: test
 demo:
 	$(GO) run ./examples/pipeline
 
-## test: gofmt check, then go vet, go build (every example) and go test -race in every module.
+## test: gofmt check, then go vet, go build (every example) and go test -race in every module,
+## and the root module's -short tests once more without -race: internal/atomicx has an
+## assembly fast path that only builds without the race detector.
 test: fmt-check
 	@set -e; for m in $(MODULES); do \
 		echo "== $$m"; \
 		(cd $$m && $(GO) vet ./... && $(GO) build -o /dev/null ./... && $(GO) test -race -count=1 ./...); \
 	done
+	$(GO) test -count=1 -short ./...
 
 fmt-check:
 	@out=$$(gofmt -l $$(find . -name '*.go' -not -path './.git/*')); \

@@ -133,10 +133,11 @@ func TestDropOldestKeepsTheNewestWindow(t *testing.T) {
 // the events queued when it began. A handler that emits under DropOldest
 // on a full queue evicts one of those events; the Tick must then process
 // one event fewer, not the follow-up that took the evicted one's place.
-// (The capacity exceeds the consumer's batch so that the follow-ups land
-// in the ring while the Tick still has original events in it.)
+// (The capacity is twice the consumer's batch, 128 events, so that the
+// follow-ups land in the ring while the Tick still has original events in
+// it, and one more follow-up than the batch freed evicts exactly one.)
 func TestDropOldestDuringTickDoesNotPullInFollowUps(t *testing.T) {
-	const capacity = 64
+	const capacity = 256
 	const followUps = capacity/2 + 1
 	ctx := context.Background()
 	d := mustNewDispatcher(t, dispatcher.WithCapacity(capacity), dispatcher.WithOverflow(dispatcher.DropOldest))

@@ -114,10 +114,10 @@ func (d *Dispatcher) round(p *proc, done <-chan struct{}, carried, queued, budge
 	n := 0
 	// run processes jobs until it is interrupted; it puts back the rest.
 	run := func(jobs []job) error {
-		p.st.held.Store(int64(len(jobs)))
+		p.setHeld(len(jobs))
 		cur, finished := -1, false
 		defer func() {
-			p.st.held.Store(0)
+			p.setHeld(0)
 			p.flush()
 			if !finished { // a handler called runtime.Goexit: keep the rest queued
 				d.putBack(jobs[cur+1:], nil)
@@ -129,7 +129,7 @@ func (d *Dispatcher) round(p *proc, done <-chan struct{}, carried, queued, budge
 				finished = true
 				return err
 			}
-			p.st.held.Add(-1) // in progress now, no longer waiting
+			p.setHeld(len(jobs) - i - 1) // in progress now, no longer waiting
 			cur = i
 			p.process(&jobs[i])
 			n++
@@ -177,16 +177,27 @@ func (d *Dispatcher) round(p *proc, done <-chan struct{}, carried, queued, budge
 // popJobs takes up to max events from the ring as fresh jobs in p.jobs.
 func (d *Dispatcher) popJobs(p *proc, max int) []job {
 	k, first := d.q.TryPopN(p.batch[:max])
-	jobs := p.jobs[:0]
-	for i := range k {
-		e := &p.batch[i]
-		jobs = append(jobs, job{ev: Event{ID: first + uint64(i) + 1, Topic: e.topic, Key: e.key, Payload: e.payload}})
-		*e = entry{} // keep no payload alive
-	}
 	if k > 0 {
 		d.space.broadcast()
 	}
+	return p.toJobs(p.batch[:k], first)
+}
+
+// toJobs turns es, popped from the ring with the first at position first,
+// into fresh jobs in p.jobs, and clears es so that it keeps no payload
+// alive.
+func (p *proc) toJobs(es []entry, first uint64) []job {
+	jobs := p.jobs[:0]
+	for i := range es {
+		jobs = append(jobs, es[i].job(first+uint64(i)))
+	}
+	clear(es)
 	return jobs
+}
+
+// job returns the fresh job of e, popped at position pos.
+func (e *entry) job(pos uint64) job {
+	return job{ev: Event{ID: pos + 1, Topic: e.topic, Key: e.key, Payload: e.payload}}
 }
 
 // interrupted reports why a consumer must stop between two events: Close

@@ -8,6 +8,8 @@ import (
 	"runtime"
 	"sync/atomic"
 	"unsafe"
+
+	"github.com/ringbus/ringbus/internal/atomicx"
 )
 
 // falseSharingRange is the distance, in bytes, that keeps two hot words from
@@ -17,6 +19,15 @@ import (
 // Folly's hardware_destructive_interference_size and crossbeam's CachePadded
 // use on x86-64 and arm64.
 const falseSharingRange = 128
+
+// cacheLine is the size of a cache line on amd64 and most arm64 parts.
+const cacheLine = 64
+
+// SlotSize returns the bytes a Ring[T] uses per position: T and its
+// sequence number. A caller that keeps it a multiple of 64 (padding T) gets
+// slots that never share a cache line (the slot array of a power-of-two
+// number of them is 64-byte aligned by Go's allocator).
+func SlotSize[T any]() uintptr { return unsafe.Sizeof(slot[T]{}) }
 
 // closedBit marks the tail as closed. Positions count pushes from zero and
 // never reach 2^63 (that is centuries at a billion pushes a second), so the
@@ -66,8 +77,10 @@ const spinsBeforeYield = 16
 // p" (p+1) would read as "free for the producer of p+1". A ring of capacity
 // 1 therefore has two slots, and its producers also check head.
 //
-// head and tail sit on cache lines of their own (see falseSharingRange);
-// slots are not padded, so neighbouring positions share lines.
+// head and tail sit on cache lines of their own (see falseSharingRange).
+// Slots are not padded: small ones are spread so that neighbouring
+// positions do not share a line (see New), and a user that wants each slot
+// on lines of its own pads T (see SlotSize).
 //
 // A Ring must not be copied after first use.
 type Ring[T any] struct {
@@ -90,7 +103,7 @@ type Ring[T any] struct {
 }
 
 type slot[T any] struct {
-	seq atomic.Uint64
+	seq uint64 // loaded with sync/atomic, stored with atomicx.StoreRelease64
 	val T
 }
 
@@ -111,11 +124,20 @@ func New[T any](capacity int) *Ring[T] {
 	if capacity == 1 {
 		r.cap = 1
 	}
-	// Spread consecutive positions over blocks of falseSharingRange
-	// bytes: with k slots to a block (a power of two) and n/k blocks,
-	// position p goes to block p mod n/k, at index p div n/k within it.
+	// Slots smaller than a cache line would put consecutive positions,
+	// which a producer and a consumer use at the same time, on one line.
+	// Spread them over blocks of falseSharingRange bytes: with k slots to
+	// a block (a power of two) and n/k blocks, position p goes to block p
+	// mod n/k, at index p div n/k within it. A slot of a line or more is
+	// stored in position order (k = 1): each position has lines of its
+	// own when the slot size is a multiple of the line, and a consumer
+	// taking a batch reads consecutive lines, which the hardware
+	// prefetches. With the dispatcher's 64-byte slots, position order
+	// took 4 to 13% less time per event than spreading in its throughput
+	// benchmark (three interleaved A/B runs).
 	k := uint64(1)
-	for 2*k*uint64(unsafe.Sizeof(slot[T]{})) <= falseSharingRange && 2*k <= n/2 {
+	size := uint64(SlotSize[T]())
+	for size < cacheLine && 2*k*size <= falseSharingRange && 2*k <= n/2 {
 		k *= 2
 	}
 	blocks := n / k
@@ -123,7 +145,7 @@ func New[T any](capacity int) *Ring[T] {
 	r.perLine = uint8(bits.TrailingZeros64(k))
 	r.lines = uint8(bits.TrailingZeros64(blocks))
 	for i := range n {
-		r.slot(i).seq.Store(i)
+		r.slot(i).seq = i
 	}
 	return r
 }
@@ -173,7 +195,7 @@ func (r *Ring[T]) TryPush(v T) bool {
 			return false
 		}
 		s := r.slot(pos)
-		seq := s.seq.Load()
+		seq := atomic.LoadUint64(&s.seq)
 		switch {
 		case seq == pos:
 			// The slot is free for position pos. Claim it; on success it
@@ -183,7 +205,7 @@ func (r *Ring[T]) TryPush(v T) bool {
 			}
 			if r.tail.CompareAndSwap(pos, pos+1) {
 				s.val = v
-				s.seq.Store(pos + 1)
+				atomicx.StoreRelease64(&s.seq, pos+1)
 				return true
 			}
 			pos = r.tail.Load()
@@ -233,7 +255,7 @@ func (r *Ring[T]) pop(dst []T) (int, uint64) {
 	for {
 		// Count the ready slots from pos on: ready means seq == p+1.
 		var n uint64
-		for n < limit && r.slot(pos+n).seq.Load() == pos+n+1 {
+		for n < limit && atomic.LoadUint64(&r.slot(pos+n).seq) == pos+n+1 {
 			n++
 		}
 		if n > 0 {
@@ -249,11 +271,11 @@ func (r *Ring[T]) pop(dst []T) (int, uint64) {
 				s := r.slot(pos + i)
 				dst[i] = s.val
 				s.val = zero
-				s.seq.Store(pos + i + r.mask + 1)
+				atomicx.StoreRelease64(&s.seq, pos+i+r.mask+1)
 			}
 			return int(n), pos
 		}
-		seq := r.slot(pos).seq.Load()
+		seq := atomic.LoadUint64(&r.slot(pos).seq)
 		if seq > pos+1 {
 			// Another consumer took pos already; catch up.
 			pos = r.head.Load()

@@ -1,0 +1,10 @@
+//go:build amd64 && !race
+
+package atomicx
+
+// StoreRelease64 stores v at *addr with release ordering: a goroutine that
+// loads v from *addr with sync/atomic sees every write made before the
+// store. See the package doc and release_amd64.s.
+//
+//go:noescape
+func StoreRelease64(addr *uint64, v uint64)

@@ -420,7 +420,9 @@ func (d *Dispatcher) takeJobs(p *proc) (jobs []job, es []entry, first uint64) {
 	}
 	if len(jobs) == 0 {
 		var n int
-		n, first = d.q.TryPopN(p.batch[:d.share()])
+		// An even share of what is ready, so that a few slow events
+		// spread over the workers instead of queueing behind one.
+		n, first = d.q.TryPopShare(p.batch, d.cfg.workers)
 		if n == 0 {
 			return nil, nil, 0
 		}
@@ -444,15 +446,6 @@ func (d *Dispatcher) takeJobs(p *proc) (jobs []job, es []entry, first uint64) {
 		}
 	}
 	return jobs, nil, 0 // no keys: nothing to register
-}
-
-// share is how many ring events a worker takes in one claim: an even share
-// of what is queued, so that a few slow events spread over the workers
-// instead of queueing behind one of them, and at most popBatch, so that a
-// worker pays for the ring's head once per many events under load.
-func (d *Dispatcher) share() int {
-	w := d.cfg.workers
-	return min(max((d.q.Len()+w-1)/w, 1), popBatch)
 }
 
 // roomMade wakes emitters blocked on a full ring once workers have emptied
@@ -499,29 +492,42 @@ func (d *Dispatcher) surrender(jobs []job, owned string) {
 	d.putBack(back, nil)
 }
 
-// hasWork reports whether a worker would find something to take.
-func (d *Dispatcher) hasWork() bool {
-	ready, _ := d.retries.counts()
-	return !d.keys.full() && (d.q.Len() > 0 || d.carry.len() > 0 || ready > 0)
+// hasWork reports whether a worker would find something to take. Unless
+// exact, it is a hint that may miss an event still being pushed, cheap to
+// poll: it looks at the ring's head slot, not at the tail, whose cache line
+// every push takes over (workers polling the tail slowed a single
+// producer down to a third of its speed, and the ring then stayed empty).
+func (d *Dispatcher) hasWork(exact bool) bool {
+	if d.keys.full() {
+		return false
+	}
+	if ready, _ := d.retries.counts(); ready > 0 || d.carry.len() > 0 {
+		return true
+	}
+	if exact {
+		return d.q.Len() > 0
+	}
+	return d.q.Ready()
 }
 
 // park spins a little, then sleeps until an emitter, the scheduler, a key
 // owner or Shutdown wakes it. It reports whether the worker should go on.
 //
 // The protocol with emitters: a worker increments sleepers, then re-checks
-// the queue; an emitter pushes, then loads sleepers. Both are sequentially
-// consistent atomics, so either the emitter sees the sleeper and sends a
-// wake-up, or the worker's re-check sees the event.
+// the queue's tail (the exact hasWork); an emitter claims its position by
+// moving the tail, then loads sleepers. The increment and the tail's CAS
+// are sequentially consistent, so either the emitter sees the sleeper and
+// sends a wake-up, or the worker's re-check sees the event.
 func (d *Dispatcher) park(rs *runState, done <-chan struct{}) bool {
 	for range spinRounds {
-		if d.hasWork() {
+		if d.hasWork(false) {
 			return true
 		}
 		runtime.Gosched()
 	}
 	n := d.sleepers.Add(1)
 	defer d.sleepers.Add(-1)
-	if d.hasWork() {
+	if d.hasWork(true) {
 		return true
 	}
 	if n == int32(d.cfg.workers) && d.state.Load() == stateShutdown && d.quiescent() {

@@ -8,7 +8,8 @@ import (
 // FuzzRing runs the same operations on a Ring and on refRing and compares
 // every result. The first byte picks the capacity (1..16, rounded up as New
 // does); each later byte is one operation, and popN takes its batch size
-// from the byte after it.
+// from the byte after it, and from that byte's top three bits the number of
+// consumers it takes a share for (TryPopShare; 1 is TryPopN).
 func FuzzRing(f *testing.F) {
 	f.Add([]byte{0, 0, 3, 0, 3, 3})                                  // capacity 1: push, pop, push, pop, empty pop
 	f.Add([]byte{3, 0, 0, 0, 0, 0, 6, 3, 3, 3, 3, 3})                // capacity 4: fill, overfill, len, drain
@@ -46,15 +47,19 @@ func FuzzRing(f *testing.F) {
 					k = int(ops[i]) % (2*r.Cap() + 1)
 				}
 				got, want := make([]int, k), make([]int, k)
-				n, first := r.TryPopN(got)
-				wantN, wantFirst := ref.TryPopN(want)
+				parts := 1 + int(ops[i]>>5) // 1 to 8: a share of the ready values
+				n, first := r.TryPopShare(got, parts)
+				wantN, wantFirst := ref.TryPopShare(want, parts)
 				if n != wantN || first != wantFirst || !slices.Equal(got[:n], want[:wantN]) {
-					t.Fatalf("op %d: TryPopN(len %d) = %d, %d with %v, reference %d, %d with %v",
-						i, k, n, first, got[:n], wantN, wantFirst, want[:wantN])
+					t.Fatalf("op %d: TryPopShare(len %d, %d) = %d, %d with %v, reference %d, %d with %v",
+						i, k, parts, n, first, got[:n], wantN, wantFirst, want[:wantN])
 				}
 			case 6: // observers
 				if got, want := r.Len(), ref.Len(); got != want {
 					t.Fatalf("op %d: Len() = %d, reference %d", i, got, want)
+				}
+				if got, want := r.Ready(), ref.Ready(); got != want {
+					t.Fatalf("op %d: Ready() = %v, reference %v", i, got, want)
 				}
 				if got, want := r.Pushed(), ref.Pushed(); got != want {
 					t.Fatalf("op %d: Pushed() = %d, reference %d", i, got, want)

@@ -272,9 +272,13 @@ func (q *lifoRing) TryPop() (int, bool) {
 	return dst[0], n == 1
 }
 
-func (q *lifoRing) TryPopN(dst []int) (int, uint64) {
+func (q *lifoRing) TryPopN(dst []int) (int, uint64) { return q.TryPopShare(dst, 1) }
+
+func (q *lifoRing) TryPopShare(dst []int, parts int) (int, uint64) {
 	q.mu.Lock()
 	defer q.mu.Unlock()
+	parts = max(parts, 1)
+	dst = dst[:(min(len(dst), len(q.items))+parts-1)/parts]
 	first := q.popped
 	n := 0
 	for n < len(dst) && len(q.items) > 0 {
@@ -291,6 +295,8 @@ func (q *lifoRing) Len() int {
 	defer q.mu.Unlock()
 	return len(q.items)
 }
+
+func (q *lifoRing) Ready() bool { return q.Len() > 0 }
 
 func (q *lifoRing) Cap() int { return q.capacity }
 

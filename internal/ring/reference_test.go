@@ -11,6 +11,8 @@ type queue[T any] interface {
 	TryPush(v T) bool
 	TryPop() (T, bool)
 	TryPopN(dst []T) (n int, first uint64)
+	TryPopShare(dst []T, parts int) (n int, first uint64)
+	Ready() bool
 	Len() int
 	Cap() int
 	Pushed() uint64
@@ -77,8 +79,15 @@ func (q *refRing[T]) TryPop() (T, bool) {
 }
 
 func (q *refRing[T]) TryPopN(dst []T) (int, uint64) {
+	return q.TryPopShare(dst, 1)
+}
+
+func (q *refRing[T]) TryPopShare(dst []T, parts int) (int, uint64) {
 	q.mu.Lock()
 	defer q.mu.Unlock()
+	k := min(uint64(len(dst)), q.tail-q.head)
+	parts = max(parts, 1)
+	dst = dst[:(k+uint64(parts)-1)/uint64(parts)]
 	first := q.head
 	n := 0
 	var zero T
@@ -91,6 +100,8 @@ func (q *refRing[T]) TryPopN(dst []T) (int, uint64) {
 	}
 	return n, first
 }
+
+func (q *refRing[T]) Ready() bool { return q.Len() > 0 }
 
 func (q *refRing[T]) Len() int {
 	q.mu.Lock()

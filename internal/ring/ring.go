@@ -232,7 +232,7 @@ func (r *Ring[T]) TryPush(v T) bool {
 // one.
 func (r *Ring[T]) TryPop() (T, bool) {
 	var buf [1]T
-	n, _ := r.pop(buf[:])
+	n, _ := r.pop(buf[:], 1)
 	return buf[0], n == 1
 }
 
@@ -242,10 +242,39 @@ func (r *Ring[T]) TryPop() (T, bool) {
 // in push order. It takes the values in one claim, so a consumer pays for
 // the shared head once per batch instead of once per value.
 func (r *Ring[T]) TryPopN(dst []T) (n int, first uint64) {
-	return r.pop(dst)
+	return r.pop(dst, 1)
 }
 
-func (r *Ring[T]) pop(dst []T) (int, uint64) {
+// TryPopShare is TryPopN for one of parts consumers that share the ring:
+// of the k values ready at the head (counting at most len(dst)), it takes
+// ceil(k/parts) and leaves the rest to the others, so that a few values
+// spread over the consumers instead of going to the first that comes.
+// parts below 1 count as 1.
+func (r *Ring[T]) TryPopShare(dst []T, parts int) (n int, first uint64) {
+	return r.pop(dst, max(parts, 1))
+}
+
+// Ready reports whether the value at the head is completely pushed, so
+// that a pop would take it at once. Unlike Len it does not read the tail,
+// whose cache line moves to the pushing core at every push: a consumer
+// that polls Ready while the ring is empty does not slow the producers
+// down. It may answer false for a value whose push is finishing, so it is
+// a hint for polling; decide with Len or a pop.
+func (r *Ring[T]) Ready() bool {
+	for {
+		pos := r.head.Load()
+		seq := atomic.LoadUint64(&r.slot(pos).seq)
+		switch {
+		case seq == pos+1:
+			return true
+		case seq < pos+1:
+			return false // not pushed yet, or being pushed
+		}
+		// Another consumer took pos (seq moved a lap on): look again.
+	}
+}
+
+func (r *Ring[T]) pop(dst []T, parts int) (int, uint64) {
 	if len(dst) == 0 {
 		return 0, r.head.Load()
 	}
@@ -259,6 +288,7 @@ func (r *Ring[T]) pop(dst []T) (int, uint64) {
 			n++
 		}
 		if n > 0 {
+			n = (n + uint64(parts) - 1) / uint64(parts)
 			// Claim positions [pos, pos+n). A ready slot stays ready until
 			// its consumer releases it, and only the CAS winner consumes
 			// it, so the slots we counted are still ready after the CAS.

@@ -54,6 +54,23 @@ func wantPopN(t *testing.T, q queue[int], size int, want []int, wantFirst uint64
 	}
 }
 
+func wantPopShare(t *testing.T, q queue[int], size, parts int, want []int, wantFirst uint64) {
+	t.Helper()
+	dst := make([]int, size)
+	n, first := q.TryPopShare(dst, parts)
+	if n != len(want) || first != wantFirst || !slices.Equal(dst[:n], want) {
+		t.Errorf("TryPopShare(len %d, %d) = %d, %d with %v, want %d, %d with %v",
+			size, parts, n, first, dst[:n], len(want), wantFirst, want)
+	}
+}
+
+func wantReady(t *testing.T, q queue[int], want bool) {
+	t.Helper()
+	if got := q.Ready(); got != want {
+		t.Errorf("Ready() = %v, want %v", got, want)
+	}
+}
+
 func wantLen(t *testing.T, q queue[int], want int) {
 	t.Helper()
 	if got := q.Len(); got != want {
@@ -209,6 +226,40 @@ func TestSequential(t *testing.T) {
 				}
 				wantPopN(t, q, 10, seq(1, 5), 1)
 				wantEmpty(t, q)
+			},
+		},
+		{
+			name: "TryPopShare takes a share of what is ready",
+			give: 16,
+			run: func(t *testing.T, q queue[int]) {
+				for v := range 10 {
+					wantPush(t, q, v)
+				}
+				wantPopShare(t, q, 16, 4, seq(0, 3), 0)  // ceil(10/4)
+				wantPopShare(t, q, 16, 4, seq(3, 5), 3)  // ceil(7/4)
+				wantPopShare(t, q, 2, 2, seq(5, 6), 5)   // a share of the 2 counted
+				wantPopShare(t, q, 16, 1, seq(6, 10), 6) // 1 part: all of it
+				wantPopShare(t, q, 16, 3, nil, 10)       // empty
+				wantPush(t, q, 10)
+				wantPopShare(t, q, 16, 8, seq(10, 11), 10) // one value: one consumer takes it
+				wantPush(t, q, 11)
+				wantPopShare(t, q, 16, 0, seq(11, 12), 11) // parts below 1 count as 1
+			},
+		},
+		{
+			name: "Ready",
+			give: 2,
+			run: func(t *testing.T, q queue[int]) {
+				wantReady(t, q, false)
+				for lap := range 3 {
+					wantPush(t, q, 2*lap)
+					wantReady(t, q, true)
+					wantPush(t, q, 2*lap+1)
+					wantPop(t, q, 2*lap)
+					wantReady(t, q, true)
+					wantPop(t, q, 2*lap+1)
+					wantReady(t, q, false)
+				}
 			},
 		},
 		{

@@ -21,17 +21,18 @@ type job struct {
 // proc is one consumer's private state: a worker's, or the deterministic
 // consumer's. Only its own goroutine touches it.
 type proc struct {
-	d         *Dispatcher
-	ctx       context.Context // given to handlers: carries handlerKey
-	parent    context.Context // deterministic mode: the ctx hctx derives from
-	hctx      context.Context
-	st        *counters
-	scratch   []*subscriber // reused by index.match
-	fan       []*subscriber // the fan-out in progress, for goexit
-	fanAt     int           // index in fan of the call in progress
-	delivered uint64        // successful calls not yet added to st
-	batch     []entry       // reused by ring pops
-	jobs      []job         // reused by carry pops
+	d            *Dispatcher
+	ctx          context.Context // given to handlers: carries handlerKey
+	parent       context.Context // deterministic mode: the ctx hctx derives from
+	hctx         context.Context
+	st           *counters
+	scratch      []*subscriber // reused by index.match
+	fan          []*subscriber // the fan-out in progress, for goexit
+	fanAt        int           // index in fan of the call in progress
+	delivered    uint64        // successful calls not yet added to st
+	batch        []entry       // reused by ring pops
+	wokeEmitters bool          // the last take woke blocked emitters (see runBatch)
+	jobs         []job         // reused by carry pops
 
 	// match's last answer: the subscribers of the topic whose bytes are
 	// at lastTopic (lastLen of them) under lastIndex.

@@ -66,3 +66,11 @@ func TestStoreRelease64PublishesEarlierWrites(t *testing.T) {
 	}
 	wg.Wait()
 }
+
+// TestPauseReturns: Pause is a delay with no result to check; it must
+// return, for every n (none for n <= 0).
+func TestPauseReturns(t *testing.T) {
+	for _, n := range []int{-1, 0, 1, 64, 1 << 10} {
+		atomicx.Pause(n)
+	}
+}

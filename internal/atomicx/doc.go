@@ -1,5 +1,6 @@
-// Package atomicx has the one atomic operation sync/atomic lacks: a store
-// with release ordering only.
+// Package atomicx has what sync/atomic lacks for a lock-free queue's hot
+// path: a store with release ordering only (StoreRelease64), and a spin-wait
+// hint for backing off after a lost race (Pause).
 //
 // sync/atomic's stores are sequentially consistent. On amd64 that makes
 // every Store an XCHG, a locked instruction that also waits for the core's

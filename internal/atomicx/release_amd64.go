@@ -8,3 +8,10 @@ package atomicx
 //
 //go:noescape
 func StoreRelease64(addr *uint64, v uint64)
+
+// Pause executes n PAUSE instructions: a spin-wait hint that yields the
+// core's pipeline to its SMT sibling and avoids the memory-order mis-
+// speculation a tight load loop causes when the awaited line changes.
+//
+//go:noescape
+func Pause(n int)

@@ -11,3 +11,15 @@ TEXT ·StoreRelease64(SB), NOSPLIT, $0-16
 	MOVQ v+8(FP), BX
 	MOVQ BX, 0(AX)
 	RET
+
+// func Pause(n int)
+TEXT ·Pause(SB), NOSPLIT, $0-8
+	MOVQ n+0(FP), AX
+	TESTQ AX, AX
+	JLE done
+loop:
+	PAUSE
+	DECQ AX
+	JNZ loop
+done:
+	RET

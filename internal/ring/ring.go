@@ -188,7 +188,7 @@ func (r *Ring[T]) Closed() bool { return r.tail.Load()&closedBit != 0 }
 // TryPush appends v and reports whether it did; it fails only when the ring
 // is full or closed.
 func (r *Ring[T]) TryPush(v T) bool {
-	spins := 0
+	spins, fails := 0, 0
 	pos := r.tail.Load()
 	for {
 		if pos&closedBit != 0 {
@@ -208,6 +208,12 @@ func (r *Ring[T]) TryPush(v T) bool {
 				atomicx.StoreRelease64(&s.seq, pos+1)
 				return true
 			}
+			// Another producer won. Back off before trying again, so that
+			// the winner finishes with the tail's line before we take it
+			// back: with 4 producers on 2 cores, retrying at once cost
+			// BenchmarkThroughput up to 40% in the machine's slow periods.
+			fails++
+			atomicx.Pause(1 << min(fails, 6))
 			pos = r.tail.Load()
 		case seq < pos:
 			// The slot still holds the value from the previous lap. The
@@ -279,7 +285,7 @@ func (r *Ring[T]) pop(dst []T, parts int) (int, uint64) {
 		return 0, r.head.Load()
 	}
 	limit := uint64(len(dst))
-	spins := 0
+	spins, fails := 0, 0
 	pos := r.head.Load()
 	for {
 		// Count the ready slots from pos on: ready means seq == p+1.
@@ -293,6 +299,8 @@ func (r *Ring[T]) pop(dst []T, parts int) (int, uint64) {
 			// its consumer releases it, and only the CAS winner consumes
 			// it, so the slots we counted are still ready after the CAS.
 			if !r.head.CompareAndSwap(pos, pos+n) {
+				fails++ // another consumer won: back off as TryPush does
+				atomicx.Pause(1 << min(fails, 6))
 				pos = r.head.Load()
 				continue
 			}

@@ -46,6 +46,12 @@
 // workers, concurrently and in any order. For each event, the handlers
 // still run one after the other, in subscription order.
 //
+// Workers take events in batches: each takes an even share of the events
+// ready at that moment (with two workers and ten events, five), at most
+// 128, and runs them in order. So a slow handler delays the rest of its
+// worker's batch, while events queued after the batch was taken go to the
+// other workers.
+//
 // Retries reorder: a failed call is retried after its backoff, and the
 // events of the same key emitted after it do not wait for the retry. So
 // with a retry budget, a subscriber may see key k's event 2 before the
@@ -60,7 +66,9 @@
 // of two). When it is full, Emit follows WithOverflow:
 //
 //   - Block (default): wait for room until the emitter's ctx ends, then
-//     return ctx.Err().
+//     return ctx.Err(). Under Run, blocked emitters are woken when the
+//     workers have emptied the queue to half its capacity, not at the
+//     first free slot, so that each wake-up is followed by many emits.
 //   - Reject: return ErrFull at once.
 //   - DropNewest: discard the new event, count it, return ErrDropped.
 //   - DropOldest: evict the oldest queued event, count it, accept the new

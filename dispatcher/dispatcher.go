@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/ringbus/ringbus/internal/ring"
 )
@@ -68,8 +69,9 @@ type Dispatcher struct {
 	sleepers atomic.Int32
 	_        cacheLinePad
 
-	space signal // wakes emitters blocked on a full ring
-	_     cacheLinePad
+	space   signal    // wakes emitters blocked on a full ring
+	recheck sync.Pool // *time.Timer: blocked emitters' blockedRecheck timers
+	_       cacheLinePad
 
 	// Subscriptions: readers load the immutable index; On and Unsubscribe
 	// rebuild it under subMu.
@@ -222,6 +224,15 @@ func (d *Dispatcher) emit(ctx context.Context, e entry) error {
 	return d.emitFull(ctx, e)
 }
 
+// blockedRecheck is the longest an emitter blocked on a full ring sleeps
+// before it looks for room again on its own. Workers wake blocked emitters
+// only once they have emptied the ring to half (see roomMade), which saves
+// a wake-up per batch; but a ring that stops draining above half, because
+// every worker is inside a handler waiting for something a blocked emitter
+// will do once its Emit returns, must not keep that emitter blocked for
+// ever. It then waits at most this long.
+const blockedRecheck = time.Millisecond
+
 // emitFull applies the overflow policy to an emit that found the ring full.
 func (d *Dispatcher) emitFull(ctx context.Context, e entry) error {
 	for {
@@ -254,13 +265,24 @@ func (d *Dispatcher) emitFull(ctx context.Context, e entry) error {
 				d.space.done()
 				return ErrClosed
 			}
+			t, _ := d.recheck.Get().(*time.Timer)
+			if t == nil {
+				t = time.NewTimer(blockedRecheck)
+			} else {
+				t.Reset(blockedRecheck)
+			}
 			select {
 			case <-ch:
-				d.space.done()
+			case <-t.C: // look again: see blockedRecheck
 			case <-ctx.Done():
+				t.Stop()
+				d.recheck.Put(t)
 				d.space.done()
 				return ctx.Err()
 			}
+			t.Stop() // since Go 1.23, no stale tick is left to receive
+			d.recheck.Put(t)
+			d.space.done()
 		}
 		if d.q.TryPush(e) {
 			d.notify()

@@ -68,7 +68,9 @@
 //   - Block (default): wait for room until the emitter's ctx ends, then
 //     return ctx.Err(). Under Run, blocked emitters are woken when the
 //     workers have emptied the queue to half its capacity, not at the
-//     first free slot, so that each wake-up is followed by many emits.
+//     first free slot, so that each wake-up is followed by many emits; a
+//     blocked emitter also looks for room by itself every millisecond, so
+//     that workers waiting inside handlers cannot hold it up for longer.
 //   - Reject: return ErrFull at once.
 //   - DropNewest: discard the new event, count it, return ErrDropped.
 //   - DropOldest: evict the oldest queued event, count it, accept the new

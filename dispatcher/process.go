@@ -89,7 +89,7 @@ func sameContext(a, b context.Context) bool {
 func (p *proc) setHeld(n int) { atomicx.StoreRelease64(&p.st.held, uint64(n)) }
 
 // popBatch is the most events a consumer takes from the ring in one claim.
-// Under Run a worker takes less when less is queued (see Dispatcher.share).
+// Under Run a worker takes an even share of what is ready (see takeJobs).
 // In BenchmarkThroughput (two workers, a full ring of 1024), batches of 32
 // took 20 to 40% more time per event than batches of 128, and 256 was no
 // better than 128.
@@ -125,6 +125,12 @@ func (p *proc) fanOut(ev *Event) {
 		}
 	}
 	p.fan = nil
+}
+
+// forgetMatch drops match's last answer, so that a consumer that goes idle
+// keeps no replaced index or unsubscribed handler reachable.
+func (p *proc) forgetMatch() {
+	p.lastIndex, p.lastTopic, p.lastLen, p.lastSubs = nil, nil, 0, nil
 }
 
 // match returns the subscribers of topic under the current index. It

@@ -302,7 +302,11 @@ func (d *Dispatcher) work(ctx context.Context, rs *runState, p *proc) {
 			return
 		default:
 		}
-		if !d.runBatch(p, done) && !d.park(rs, done) {
+		if d.runBatch(p, done) {
+			continue
+		}
+		p.forgetMatch() // idle: keep no old index or subscriber alive
+		if !d.park(rs, done) {
 			return
 		}
 	}
@@ -440,6 +444,7 @@ func (d *Dispatcher) takeJobs(p *proc) (jobs []job, es []entry, first uint64) {
 		if n == 0 {
 			return nil, nil, 0
 		}
+		p.setHeld(n) // at once, so that Stats does not lose them meanwhile
 		p.wokeEmitters = d.roomMade()
 		es = p.batch[:n]
 		keyed := false
@@ -456,10 +461,12 @@ func (d *Dispatcher) takeJobs(p *proc) (jobs []job, es []entry, first uint64) {
 	}
 	for i := range jobs {
 		if jobs[i].ev.Key != "" {
-			return k.register(jobs, i), nil, 0
+			jobs = k.register(jobs, i)
+			break
 		}
 	}
-	return jobs, nil, 0 // no keys: nothing to register
+	p.setHeld(len(jobs)) // the backlogged ones count in the key table's backlog
+	return jobs, nil, 0
 }
 
 // roomMade wakes emitters blocked on a full ring once workers have emptied

@@ -1264,3 +1264,55 @@ func TestRunShutdownCloseStartRace(t *testing.T) {
 		}
 	}
 }
+
+// TestRunBlockedEmitterLooksForRoomItself: workers wake emitters blocked on
+// a full ring only once the ring is half empty (roomMade). Here the only
+// worker takes a batch that leaves the ring above half, and the batch's
+// first handler waits for something the blocked emitter does after its
+// Emit returns. The emitter must find the room on its own within
+// blockedRecheck; if it slept until a wake-up, nothing would move again
+// and synctest would report the deadlock.
+func TestRunBlockedEmitterLooksForRoomItself(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		const capacity = 512 // one batch (at most popBatch) leaves it above half
+		ctx := context.Background()
+		d := rtNew(t, WithCapacity(capacity), WithWorkers(1), WithOverflow(Block))
+		released := make(chan struct{})
+		var delivered atomic.Int64
+		rtOn(t, d, "ev", func(_ context.Context, e Event) error {
+			if e.ID == 1 {
+				<-released
+			}
+			delivered.Add(1)
+			return nil
+		})
+		for i := range capacity {
+			rtEmit(t, d, "ev", i) // fills the ring; nothing consumes yet
+		}
+		emitted := make(chan error, 1)
+		go func() {
+			err := d.Emit(ctx, "ev", capacity) // blocks: the ring is full
+			close(released)                    // what handler 1 waits for
+			emitted <- err
+		}()
+		synctest.Wait() // the emitter is blocked
+
+		start := time.Now() // synctest's fake clock: it moves only when all wait
+		wait := rtStartRun(t, ctx, d)
+		if err := <-emitted; err != nil {
+			t.Errorf("blocked Emit = %v, want nil", err)
+		}
+		if waited := time.Since(start); waited > blockedRecheck {
+			t.Errorf("the blocked Emit returned after %v, want at most blockedRecheck (%v)", waited, blockedRecheck)
+		}
+		if err := d.Shutdown(ctx); err != nil {
+			t.Errorf("Shutdown = %v", err)
+		}
+		if err := wait(); err != nil {
+			t.Errorf("Run = %v", err)
+		}
+		if got := delivered.Load(); got != capacity+1 {
+			t.Errorf("delivered %d events, want %d", got, capacity+1)
+		}
+	})
+}

@@ -127,10 +127,14 @@ func (p *proc) fanOut(ev *Event) {
 	p.fan = nil
 }
 
-// forgetMatch drops match's last answer, so that a consumer that goes idle
-// keeps no replaced index or unsubscribed handler reachable.
-func (p *proc) forgetMatch() {
-	p.lastIndex, p.lastTopic, p.lastLen, p.lastSubs = nil, nil, 0, nil
+// forgetStaleMatch drops match's last answer if the index it came from was
+// replaced, so that a consumer that goes idle keeps no unsubscribed handler
+// reachable. An answer from the current index holds nothing the dispatcher
+// does not hold anyway, and keeping it spares the next Drain a lookup.
+func (p *proc) forgetStaleMatch() {
+	if p.lastIndex != nil && p.lastIndex != p.d.index.Load() {
+		p.lastIndex, p.lastTopic, p.lastLen, p.lastSubs = nil, nil, 0, nil
+	}
 }
 
 // match returns the subscribers of topic under the current index. It

@@ -305,7 +305,7 @@ func (d *Dispatcher) work(ctx context.Context, rs *runState, p *proc) {
 		if d.runBatch(p, done) {
 			continue
 		}
-		p.forgetMatch() // idle: keep no old index or subscriber alive
+		p.forgetStaleMatch() // idle: keep no replaced index alive
 		if !d.park(rs, done) {
 			return
 		}

@@ -46,7 +46,7 @@ func (d *Dispatcher) consumeOwned(ctx context.Context, limit int, once bool) (in
 	p.collect, p.errs = true, nil // a Drain ended by runtime.Goexit left its errors here
 	n, err := d.consume(p, ctx, limit, once)
 	p.collect = false
-	p.forgetMatch()
+	p.forgetStaleMatch()
 	return n, p.takeErr(err)
 }
 

@@ -23,8 +23,8 @@ import (
 // queueCap is every queue's capacity: the dispatcher's default.
 const queueCap = 1024
 
-// popBatch is how many items the ringbus consumer claims at once, as the
-// dispatcher's workers do.
+// popBatch is how many items the ringbus consumer claims at once. (The
+// dispatcher's workers claim up to 128: an even share of what is ready.)
 const popBatch = 32
 
 // item is the element every queue carries: a pointer, as an event queue
@@ -156,7 +156,7 @@ func sumOfShares(n, producers int) int64 {
 
 // ringQueue is ringbus's lock-free ring (internal/ring), the one the
 // dispatcher uses. Its consumer claims up to popBatch items at once with
-// TryPopN, as the dispatcher's workers do.
+// TryPopN, as the dispatcher's workers claim batches.
 type ringQueue struct{ r *ring.Ring[*item] }
 
 func (q ringQueue) produce(n int) {

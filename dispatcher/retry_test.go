@@ -56,7 +56,7 @@ func TestRetryBackoffTiming(t *testing.T) {
 			{sleep: time.Hour, want: 0, calls: []string{"1#1@0s", "1#2@1s", "1#3@3s"}},
 		}
 		for i, s := range steps {
-			time.Sleep(s.sleep)
+			advanceClock(s.sleep)
 			n, err := d.Drain(ctx, 0)
 			if n != s.want {
 				t.Errorf("step %d (+%v): Drain(0) = %d, want %d", i+1, s.sleep, n, s.want)
@@ -111,7 +111,7 @@ func TestTickTakesOnlyRetriesThatAreDue(t *testing.T) {
 		if n, _ := d.Tick(ctx); n != 1 {
 			t.Errorf("Tick() at 0s = %d, want 1", n)
 		}
-		time.Sleep(500 * time.Millisecond)
+		advanceClock(500 * time.Millisecond)
 		mustEmit(t, d, "t") // event 2 fails at 0.5s: retry due at 1.5s
 		if n, _ := d.Tick(ctx); n != 1 {
 			t.Errorf("Tick() at 0.5s = %d, want 1", n)
@@ -120,7 +120,7 @@ func TestTickTakesOnlyRetriesThatAreDue(t *testing.T) {
 			t.Errorf("Stats().Retrying at 0.5s = %d, want 2", r)
 		}
 
-		time.Sleep(500 * time.Millisecond)
+		advanceClock(500 * time.Millisecond)
 		if n, _ := d.Tick(ctx); n != 1 {
 			t.Errorf("Tick() at 1s = %d, want 1 (event 1's retry only)", n)
 		}
@@ -129,7 +129,7 @@ func TestTickTakesOnlyRetriesThatAreDue(t *testing.T) {
 			t.Errorf("Stats().Retrying at 1s = %d, want 1", r)
 		}
 
-		time.Sleep(500 * time.Millisecond)
+		advanceClock(500 * time.Millisecond)
 		if n, _ := d.Tick(ctx); n != 1 {
 			t.Errorf("Tick() at 1.5s = %d, want 1 (event 2's retry)", n)
 		}
@@ -202,7 +202,7 @@ func TestShutdownWithoutRunAfterDrainWaitsForTheRetry(t *testing.T) {
 		})
 		mustEmit(t, d, "t")
 		mustDrain(t, d) // the first call fails; the retry waits
-		time.Sleep(400 * time.Millisecond)
+		advanceClock(400 * time.Millisecond)
 		if err := d.Shutdown(context.Background()); err != nil {
 			t.Fatalf("Shutdown() error = %v", err)
 		}
@@ -236,7 +236,7 @@ func TestShutdownWithoutRunContextEndsBeforeRetryIsDue(t *testing.T) {
 		}
 
 		// The dispatcher is closed, and stays so.
-		time.Sleep(time.Minute)
+		advanceClock(time.Minute)
 		if n, err := d.Drain(context.Background(), 0); n != 0 || !errors.Is(err, dispatcher.ErrClosed) {
 			t.Errorf("Drain(0) after the failed Shutdown = %d, %v, want 0, ErrClosed", n, err)
 		}
@@ -265,7 +265,7 @@ func TestRedeliverRunsAtOnceWhateverTheBackoff(t *testing.T) {
 		})
 		mustEmit(t, d, "t")
 		mustDrain(t, d)
-		time.Sleep(time.Hour)
+		advanceClock(time.Hour)
 		mustDrainIgnoringFailures(t, d) // the retry fails: dead letter
 		healed = true
 		if n, err := d.Redeliver(ctx); n != 1 || err != nil {
@@ -277,3 +277,9 @@ func TestRedeliverRunsAtOnceWhateverTheBackoff(t *testing.T) {
 		checkCalls(t, "calls", &calls.log, "1#1@0s", "1#2@1h0m0s", "1#1@1h0m0s")
 	})
 }
+
+// advanceClock moves synctest's fake clock on by d. It is time.Sleep, and
+// every call is inside a synctest bubble: there a sleep returns as soon as
+// every goroutine of the bubble waits, with the clock moved by d, so no
+// test waits in real time.
+func advanceClock(d time.Duration) { time.Sleep(d) }

@@ -310,6 +310,20 @@ type rtBlockedFirst struct {
 	others  []int // the other payloads, in handling order
 }
 
+// checkInFlightCancelled checks that the blocked call finished with its ctx
+// cancelled and that no other event was handled (after says when).
+func (b *rtBlockedFirst) checkInFlightCancelled(t *testing.T, after string) {
+	t.Helper()
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if !b.done || !errors.Is(b.ctxErr, context.Canceled) {
+		t.Errorf("in-flight handler: finished %v, ctx.Err() = %v; want finished with context.Canceled", b.done, b.ctxErr)
+	}
+	if len(b.others) != 0 {
+		t.Errorf("events handled %s: %v, want none", after, b.others)
+	}
+}
+
 func rtStartBlockedFirst(t *testing.T, ctx context.Context, queued int, honorCtx bool, opts ...Option) (*rtBlockedFirst, func() error) {
 	t.Helper()
 	b := &rtBlockedFirst{
@@ -383,14 +397,7 @@ func TestCloseFinishesInFlightAndDropsQueued(t *testing.T) {
 		if err := wait(); err != nil {
 			t.Errorf("Run = %v, want nil after Close", err)
 		}
-		b.mu.Lock()
-		if !b.done || !errors.Is(b.ctxErr, context.Canceled) {
-			t.Errorf("in-flight handler: finished %v, ctx.Err() = %v; want finished with context.Canceled", b.done, b.ctxErr)
-		}
-		if len(b.others) != 0 {
-			t.Errorf("queued events handled after Close: %v, want none", b.others)
-		}
-		b.mu.Unlock()
+		b.checkInFlightCancelled(t, "after Close")
 		want := Stats{Emitted: queued + 1, Delivered: 1, Dropped: queued}
 		if got := d.Stats(); got != want {
 			t.Errorf("Stats = %+v, want %+v", got, want)
@@ -417,14 +424,7 @@ func TestRunCtxCancelKeepsQueued(t *testing.T) {
 				if err := wait(); !errors.Is(err, context.Canceled) {
 					t.Fatalf("Run = %v, want context.Canceled", err)
 				}
-				b.mu.Lock()
-				if !b.done || !errors.Is(b.ctxErr, context.Canceled) {
-					t.Errorf("in-flight handler: finished %v, ctx.Err() = %v; want finished with context.Canceled", b.done, b.ctxErr)
-				}
-				if len(b.others) != 0 {
-					t.Errorf("handled after cancel: %v, want none", b.others)
-				}
-				b.mu.Unlock()
+				b.checkInFlightCancelled(t, "after cancel")
 				st := d.Stats()
 				if st.Queued != queued || st.Dropped != 0 || st.Delivered != 1 {
 					t.Errorf("Stats after cancel = %+v, want Queued %d, Dropped 0, Delivered 1", st, queued)
@@ -803,14 +803,7 @@ func TestShutdownDeadlineWhileHandlerBlocks(t *testing.T) {
 				if err := wait(); err != nil {
 					t.Errorf("Run = %v, want nil", err)
 				}
-				b.mu.Lock()
-				if !b.done || !errors.Is(b.ctxErr, context.Canceled) {
-					t.Errorf("in-flight handler: finished %v, ctx.Err() = %v; want finished with context.Canceled", b.done, b.ctxErr)
-				}
-				if len(b.others) != 0 {
-					t.Errorf("handled after the deadline: %v", b.others)
-				}
-				b.mu.Unlock()
+				b.checkInFlightCancelled(t, "after the deadline")
 				want := Stats{Emitted: queued + 1, Delivered: 1, Dropped: queued}
 				if got := d.Stats(); got != want {
 					t.Errorf("Stats = %+v, want %+v", got, want)

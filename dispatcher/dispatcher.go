@@ -265,29 +265,38 @@ func (d *Dispatcher) emitFull(ctx context.Context, e entry) error {
 				d.space.done()
 				return ErrClosed
 			}
-			t, _ := d.recheck.Get().(*time.Timer)
-			if t == nil {
-				t = time.NewTimer(blockedRecheck)
-			} else {
-				t.Reset(blockedRecheck)
-			}
-			select {
-			case <-ch:
-			case <-t.C: // look again: see blockedRecheck
-			case <-ctx.Done():
-				t.Stop()
-				d.recheck.Put(t)
-				d.space.done()
-				return ctx.Err()
-			}
-			t.Stop() // since Go 1.23, no stale tick is left to receive
-			d.recheck.Put(t)
+			err := d.awaitRoom(ctx, ch)
 			d.space.done()
+			if err != nil {
+				return err
+			}
 		}
 		if d.q.TryPush(e) {
 			d.notify()
 			return nil
 		}
+	}
+}
+
+// awaitRoom waits until ch (from d.space.wait) closes, blockedRecheck
+// passes, or ctx ends, and returns ctx's error in the last case. The timers
+// are pooled, so that blocking does not allocate.
+func (d *Dispatcher) awaitRoom(ctx context.Context, ch <-chan struct{}) error {
+	t, _ := d.recheck.Get().(*time.Timer)
+	if t == nil {
+		t = time.NewTimer(blockedRecheck)
+	} else {
+		t.Reset(blockedRecheck)
+	}
+	defer d.recheck.Put(t)
+	defer t.Stop() // runs first; since Go 1.23 no stale tick is left to receive
+	select {
+	case <-ch:
+		return nil
+	case <-t.C: // look again: see blockedRecheck
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
 	}
 }
 

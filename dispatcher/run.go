@@ -333,8 +333,7 @@ func (d *Dispatcher) runBatch(p *proc, done <-chan struct{}) bool {
 	if len(jobs) == 0 {
 		return false
 	}
-	p.setHeld(len(jobs))
-	cur, finished := -1, false
+	cur, finished := -1, false // takeJobs set held to len(jobs)
 	defer func() {
 		p.setHeld(0)
 		p.flush()
@@ -380,8 +379,7 @@ func (d *Dispatcher) runBatch(p *proc, done <-chan struct{}) bool {
 // common case, straight from the pop buffer: they need no key registration
 // and no conversion to jobs. first is the position of es[0].
 func (d *Dispatcher) runEntries(p *proc, es []entry, first uint64, done <-chan struct{}) {
-	p.setHeld(len(es))
-	i, finished := 0, false
+	i, finished := 0, false // takeJobs set held to len(es)
 	defer func() {
 		p.setHeld(0)
 		p.flush()

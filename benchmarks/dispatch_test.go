@@ -9,7 +9,6 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
-	"unsafe"
 
 	"github.com/ThreeDotsLabs/watermill"
 	"github.com/ThreeDotsLabs/watermill/message"
@@ -18,13 +17,14 @@ import (
 	"github.com/cskr/pubsub/v2"
 
 	"github.com/ringbus/ringbus/dispatcher"
+	"github.com/ringbus/ringbus/internal/shardcount"
 )
 
 // The dispatch benchmarks publish events on one topic that subs handlers
 // subscribe to, from producers goroutines, and stop the clock when every
 // handler call has run. One op is one published event: ns/op is ns per
 // event, from publish to its last handler call, with subs handler calls in
-// it. The handler counts its call (tally.hit) and nothing else, so what is
+// it. The handler counts its call (tally.Add) and nothing else, so what is
 // measured is the bus; the clock stops when the count reaches b.N × subs.
 //
 // Every bus holds at most about dispatchCap events in flight: the ones
@@ -41,42 +41,17 @@ const dispatchWorkers = 2
 
 const benchTopic = "bench.event"
 
-// tally counts handler calls. The count is split into shards, and a
-// goroutine's stack address picks its shard: a worker calls the handler
-// from the same frame every time, and two goroutines' stacks never share
-// an address, so the goroutines running handlers count on shards of their
-// own (two of them collide with a chance of 1 in tallyShards). Counting
-// then costs every bus the same uncontended atomic add per handler call.
-// A single shared counter did not: with 10 subscribers it took more than
-// half of ringbus's CPU time, its two workers fighting over one cache line
-// while they ran handlers in parallel, and measured the harness instead of
-// the bus.
+// tally counts handler calls (shardcount.Counter: a shard per goroutine,
+// so counting costs every bus the same uncontended atomic add per handler
+// call; a single shared counter took more than half of ringbus's CPU time
+// with 10 subscribers, its two workers fighting over one cache line, and
+// measured the harness instead of the bus) and knows how many to wait for.
 type tally struct {
-	shards [tallyShards]struct {
-		n atomic.Int64
-		_ [120]byte // a shard per cache-line pair, as the ring pads
-	}
+	shardcount.Counter
 	want int64
 }
 
-const tallyShards = 64
-
 func newTally(want int64) *tally { return &tally{want: want} }
-
-func (t *tally) hit() {
-	var here byte
-	a := uint64(uintptr(unsafe.Pointer(&here)))
-	t.shards[(a*0x9e3779b97f4a7c15)>>58].n.Add(1) // Fibonacci hash: the top 6 bits
-}
-
-// count returns the calls counted so far.
-func (t *tally) count() int64 {
-	var n int64
-	for i := range t.shards {
-		n += t.shards[i].n.Load()
-	}
-	return n
-}
 
 // wait returns when want calls were counted, yielding the processor
 // between looks. It runs after the producers returned, when at most
@@ -86,7 +61,7 @@ func (t *tally) wait() { t.waitUntil(time.Time{}) }
 // waitUntil is wait that gives up at deadline, unless deadline is zero. It
 // reports whether want calls were counted.
 func (t *tally) waitUntil(deadline time.Time) bool {
-	for t.count() < t.want {
+	for t.Load() < t.want {
 		if !deadline.IsZero() && time.Now().After(deadline) {
 			return false
 		}
@@ -96,7 +71,7 @@ func (t *tally) waitUntil(deadline time.Time) bool {
 }
 
 // bus adapts one event bus to the benchmark: subs handlers, each calling
-// t.hit, subscribed to benchTopic.
+// t.Add, subscribed to benchTopic.
 type bus interface {
 	// publish publishes one event with payload p on benchTopic, waiting
 	// while the bus is full.
@@ -172,7 +147,7 @@ func newRingbusBus(subs int, t *tally) (bus, error) {
 	}
 	for range subs {
 		if _, err := d.On(benchTopic, func(context.Context, dispatcher.Event) error {
-			t.hit()
+			t.Add()
 			return nil
 		}); err != nil {
 			return nil, err
@@ -228,7 +203,7 @@ func newWatermillBus(subs int, t *tally) (bus, error) {
 		}
 		w.wg.Go(func() {
 			for msg := range msgs { // closed by g.Close
-				t.hit()
+				t.Add()
 				msg.Ack()
 			}
 		})
@@ -251,7 +226,7 @@ func (w *watermillBus) window() {
 	if n%windowStep != 0 {
 		return
 	}
-	for (n-dispatchCap)*w.subs > w.t.count() {
+	for (n-dispatchCap)*w.subs > w.t.Load() {
 		runtime.Gosched()
 	}
 }
@@ -278,7 +253,7 @@ func newCskrBus(subs int, t *tally) (bus, error) {
 		ch := c.ps.Sub(benchTopic)
 		c.wg.Go(func() {
 			for range ch { // closed by Shutdown
-				t.hit()
+				t.Add()
 			}
 		})
 	}
@@ -310,7 +285,7 @@ func newPondBus(subs int, t *tally) (bus, error) {
 		subs: make(map[string][]func(*item)),
 	}
 	for range subs {
-		pb.subs[benchTopic] = append(pb.subs[benchTopic], func(*item) { t.hit() })
+		pb.subs[benchTopic] = append(pb.subs[benchTopic], func(*item) { t.Add() })
 	}
 	return pb, nil
 }
@@ -352,7 +327,7 @@ func newBaselineBus(subs int, t *tally) (bus, error) {
 		subs: make(map[string][]func(*item)),
 	}
 	for range subs {
-		bb.subs[benchTopic] = append(bb.subs[benchTopic], func(*item) { t.hit() })
+		bb.subs[benchTopic] = append(bb.subs[benchTopic], func(*item) { t.Add() })
 	}
 	for range dispatchWorkers {
 		bb.wg.Go(func() {
@@ -497,12 +472,12 @@ func TestBuses(t *testing.T) {
 				}
 				publishAll(bs, producers, n)
 				if !tl.waitUntil(time.Now().Add(30 * time.Second)) { // a hung bus fails, not the whole run
-					t.Errorf("%s: %d handler calls after 30s, want %d", name, tl.count(), n*subs)
+					t.Errorf("%s: %d handler calls after 30s, want %d", name, tl.Load(), n*subs)
 				}
 				if err := bs.close(); err != nil {
 					t.Errorf("%s: close() = %v", name, err)
 				}
-				if got := tl.count(); got != int64(n*subs) {
+				if got := tl.Load(); got != int64(n*subs) {
 					t.Errorf("%s: %d handler calls, want %d", name, got, n*subs)
 				}
 			}

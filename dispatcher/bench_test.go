@@ -25,9 +25,9 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
-	"unsafe"
 
 	"github.com/ringbus/ringbus/dispatcher"
+	"github.com/ringbus/ringbus/internal/shardcount"
 )
 
 // benchTopic is the topic every benchmark emits on.
@@ -216,9 +216,9 @@ func BenchmarkThroughput(b *testing.B) {
 func benchThroughput(b *testing.B, start benchStarter, producers int) {
 	ctx := context.Background()
 	p := new(benchPayload)
-	var handled benchCounter
+	var handled shardcount.Counter // one atomic per handler call, not shared: see the package
 	bus := start(b, func(context.Context, dispatcher.Event) error {
-		handled.add()
+		handled.Add()
 		return nil
 	})
 
@@ -253,39 +253,12 @@ func benchThroughput(b *testing.B, start benchStarter, producers int) {
 	default:
 	}
 	// At most a queue's worth of events is left: wait for their handlers.
-	for handled.sum() < int64(b.N) {
+	for handled.Load() < int64(b.N) {
 		runtime.Gosched()
 	}
 	b.StopTimer()
 	bus.stop(b)
 	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "events/s")
-}
-
-// benchCounter counts handler calls in shards picked by the calling
-// goroutine's stack address, so that two workers running handlers at the
-// same time do not fight over one cache line. With a single atomic counter
-// the benchmark measures that counter: ringbus's workers run handlers in
-// parallel and pay for it, while the baseline's workers mostly take turns
-// at the channel's lock. benchmarks/dispatch_test.go counts the same way.
-type benchCounter struct {
-	shards [64]struct {
-		n atomic.Int64
-		_ [120]byte // a shard per pair of cache lines
-	}
-}
-
-func (c *benchCounter) add() {
-	var here byte
-	a := uint64(uintptr(unsafe.Pointer(&here)))
-	c.shards[(a*0x9e3779b97f4a7c15)>>58].n.Add(1) // Fibonacci hash: the top 6 bits
-}
-
-func (c *benchCounter) sum() int64 {
-	var n int64
-	for i := range c.shards {
-		n += c.shards[i].n.Load()
-	}
-	return n
 }
 
 // BenchmarkLatency measures the time from just before an Emit to the start

@@ -8,6 +8,7 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+	"unsafe"
 	"weak"
 
 	"golang.org/x/sync/errgroup"
@@ -479,15 +480,10 @@ func procs(t *testing.T, n int) {
 // up as an error instead of a test that spins until the go test timeout.
 const hammerDeadline = time.Minute
 
-// hammer pushes the values 0..n-1 from producers goroutines and pops them
-// from consumers goroutines. Producer p pushes p, p+producers, ... in
-// order. Consumers alternate TryPop and TryPopN with varying batch sizes.
-// It returns what each consumer popped, in its order.
-func hammer(q queue[int], producers, consumers, n int) ([][]int, error) {
-	start := time.Now()
-	var popped atomic.Int64
-	got := make([][]int, consumers)
-	var g errgroup.Group
+// goProduce starts producers goroutines in g that push the values 0..n-1
+// into q: producer p pushes p, p+producers, ... in order, yielding while q
+// is full.
+func goProduce(g *errgroup.Group, q queue[int], producers, n int) {
 	for p := range producers {
 		g.Go(func() error {
 			for v := p; v < n; v += producers {
@@ -498,6 +494,18 @@ func hammer(q queue[int], producers, consumers, n int) ([][]int, error) {
 			return nil
 		})
 	}
+}
+
+// hammer pushes the values 0..n-1 from producers goroutines and pops them
+// from consumers goroutines. Producer p pushes p, p+producers, ... in
+// order. Consumers alternate TryPop and TryPopN with varying batch sizes.
+// It returns what each consumer popped, in its order.
+func hammer(q queue[int], producers, consumers, n int) ([][]int, error) {
+	start := time.Now()
+	var popped atomic.Int64
+	got := make([][]int, consumers)
+	var g errgroup.Group
+	goProduce(&g, q, producers, n)
 	for c := range consumers {
 		g.Go(func() error {
 			dst := make([]int, 8)
@@ -643,16 +651,7 @@ func TestHammerPositions(t *testing.T) {
 					var popped atomic.Int64
 					positions := make([][]uint64, consumers)
 					var g errgroup.Group
-					for p := range producers {
-						g.Go(func() error {
-							for v := p; v < n; v += producers {
-								for !q.TryPush(v) {
-									runtime.Gosched()
-								}
-							}
-							return nil
-						})
-					}
+					goProduce(&g, q, producers, n)
 					for c := range consumers {
 						g.Go(func() error {
 							dst := make([]int, 5)
@@ -833,5 +832,28 @@ func TestHammerClose(t *testing.T) {
 				t.Fatalf("sum of pushed values %d, of popped values %d; want equal", a, p)
 			}
 		})
+	}
+}
+
+// TestLineSizedSlotsAreAligned backs SlotSize's promise: with a slot of
+// exactly 64 bytes, every slot starts a cache line (Go's allocator aligns
+// the power-of-two-sized slot array), and such slots are kept in position
+// order, one line per position.
+func TestLineSizedSlotsAreAligned(t *testing.T) {
+	type line struct{ a, b, c, d, e, f, g uint64 } // 56 bytes: a 64-byte slot
+	if SlotSize[line]() != cacheLine {
+		t.Fatalf("SlotSize = %d, want %d", SlotSize[line](), cacheLine)
+	}
+	for _, capacity := range []int{2, 8, 64, 1024, 1 << 14} {
+		r := New[line](capacity)
+		if a := uintptr(unsafe.Pointer(&r.slots[0])); a%cacheLine != 0 {
+			t.Errorf("New(%d): slots start at %#x, not on a %d-byte line", capacity, a, cacheLine)
+		}
+		for pos := range uint64(len(r.slots)) {
+			if got := r.slot(pos); got != &r.slots[pos] {
+				t.Errorf("New(%d): position %d is not slot %d: line-sized slots are not in position order", capacity, pos, pos)
+				break
+			}
+		}
 	}
 }

@@ -117,17 +117,7 @@ func rtOrder(t *testing.T, cfg orderConfig) {
 		})
 	}
 	wg.Wait()
-	for pr, err := range errs {
-		if err != nil {
-			t.Errorf("producer %d: %v", pr, err)
-		}
-	}
-	if err := d.Shutdown(ctx); err != nil {
-		t.Errorf("Shutdown = %v", err)
-	}
-	if err := wait(); err != nil {
-		t.Errorf("Run = %v", err)
-	}
+	rtShutdownAfterProducers(t, ctx, d, wait, errs)
 
 	if n := orderErrs.Load() + concErrs.Load() + keyErrs.Load(); n > 0 {
 		t.Errorf("%d order violations, %d concurrent calls for one key, %d wrong keys; first: %q",

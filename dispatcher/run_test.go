@@ -324,6 +324,34 @@ func (b *rtBlockedFirst) checkInFlightCancelled(t *testing.T, after string) {
 	}
 }
 
+// checkRestDropped checks that the dispatcher is closed with the blocked
+// call delivered and the queued events behind it dropped.
+func (b *rtBlockedFirst) checkRestDropped(t *testing.T, queued int) {
+	t.Helper()
+	want := Stats{Emitted: uint64(queued) + 1, Delivered: 1, Dropped: uint64(queued)}
+	if got := b.d.Stats(); got != want {
+		t.Errorf("Stats = %+v, want %+v", got, want)
+	}
+	rtCheckClosed(t, b.d)
+}
+
+// rtShutdownAfterProducers reports the producers' errors, then shuts d
+// down gracefully and joins its Run.
+func rtShutdownAfterProducers(t *testing.T, ctx context.Context, d *Dispatcher, wait func() error, errs []error) {
+	t.Helper()
+	for pr, err := range errs {
+		if err != nil {
+			t.Errorf("producer %d: %v", pr, err)
+		}
+	}
+	if err := d.Shutdown(ctx); err != nil {
+		t.Errorf("Shutdown = %v", err)
+	}
+	if err := wait(); err != nil {
+		t.Errorf("Run = %v", err)
+	}
+}
+
 func rtStartBlockedFirst(t *testing.T, ctx context.Context, queued int, honorCtx bool, opts ...Option) (*rtBlockedFirst, func() error) {
 	t.Helper()
 	b := &rtBlockedFirst{
@@ -398,11 +426,7 @@ func TestCloseFinishesInFlightAndDropsQueued(t *testing.T) {
 			t.Errorf("Run = %v, want nil after Close", err)
 		}
 		b.checkInFlightCancelled(t, "after Close")
-		want := Stats{Emitted: queued + 1, Delivered: 1, Dropped: queued}
-		if got := d.Stats(); got != want {
-			t.Errorf("Stats = %+v, want %+v", got, want)
-		}
-		rtCheckClosed(t, d)
+		b.checkRestDropped(t, queued)
 	})
 }
 
@@ -804,11 +828,7 @@ func TestShutdownDeadlineWhileHandlerBlocks(t *testing.T) {
 					t.Errorf("Run = %v, want nil", err)
 				}
 				b.checkInFlightCancelled(t, "after the deadline")
-				want := Stats{Emitted: queued + 1, Delivered: 1, Dropped: queued}
-				if got := d.Stats(); got != want {
-					t.Errorf("Stats = %+v, want %+v", got, want)
-				}
-				rtCheckClosed(t, d)
+				b.checkRestDropped(t, queued)
 			})
 		})
 	}
@@ -1047,17 +1067,7 @@ func TestRunRetryWithoutBackoffKeepsBudgetUnderLoad(t *testing.T) {
 		})
 	}
 	wg.Wait()
-	for pr, err := range errs {
-		if err != nil {
-			t.Errorf("producer %d: %v", pr, err)
-		}
-	}
-	if err := d.Shutdown(ctx); err != nil {
-		t.Errorf("Shutdown = %v", err)
-	}
-	if err := wait(); err != nil {
-		t.Errorf("Run = %v", err)
-	}
+	rtShutdownAfterProducers(t, ctx, d, wait, errs)
 	retryable := (events + 2) / 3
 	if dl := d.DeadLetters(); len(dl) > 0 {
 		t.Errorf("%d of %d pairs that fail only on their first call became dead letters after 1 call, want 0: "+

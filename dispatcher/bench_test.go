@@ -64,7 +64,7 @@ func BenchmarkEmit(b *testing.B) {
 	p := new(benchPayload)
 
 	b.Run("queue=drained/impl=ringbus", func(b *testing.B) {
-		d := newBenchDispatcher(b, dispatcher.WithCapacity(capacity), dispatcher.WithOverflow(dispatcher.Reject))
+		d := newDispatcher(b, dispatcher.WithCapacity(capacity), dispatcher.WithOverflow(dispatcher.Reject))
 		b.ReportAllocs()
 		n := 0
 		for b.Loop() {
@@ -98,7 +98,7 @@ func BenchmarkEmit(b *testing.B) {
 	})
 
 	b.Run("queue=full-dropoldest/impl=ringbus", func(b *testing.B) {
-		d := newBenchDispatcher(b, dispatcher.WithCapacity(1024), dispatcher.WithOverflow(dispatcher.DropOldest))
+		d := newDispatcher(b, dispatcher.WithCapacity(1024), dispatcher.WithOverflow(dispatcher.DropOldest))
 		b.ReportAllocs()
 		for b.Loop() {
 			if err := d.Emit(ctx, benchTopic, p); err != nil {
@@ -140,14 +140,12 @@ func BenchmarkEmitDrain(b *testing.B) {
 func benchEmitDrainRingbus(b *testing.B, batch int, pattern string) {
 	ctx := context.Background()
 	p := new(benchPayload)
-	d := newBenchDispatcher(b)
+	d := newDispatcher(b)
 	calls := 0
-	if _, err := d.On(pattern, func(context.Context, dispatcher.Event) error {
+	subscribe(b, d, pattern, func(context.Context, dispatcher.Event) error {
 		calls++ // Drain runs handlers on this goroutine
 		return nil
-	}); err != nil {
-		b.Fatalf("On(%q): %v", pattern, err)
-	}
+	})
 	b.ReportAllocs()
 	n := 0
 	for b.Loop() {
@@ -381,10 +379,8 @@ type benchRunning struct {
 }
 
 func startBenchRunning(b *testing.B, h dispatcher.Handler) benchBus {
-	d := newBenchDispatcher(b, dispatcher.WithWorkers(2), dispatcher.WithCapacity(1024))
-	if _, err := d.On(benchTopic, h); err != nil {
-		b.Fatalf("On(%q): %v", benchTopic, err)
-	}
+	d := newDispatcher(b, dispatcher.WithWorkers(2), dispatcher.WithCapacity(1024))
+	subscribe(b, d, benchTopic, h)
 	r := &benchRunning{Dispatcher: d, errc: make(chan error, 1)}
 	go func() { r.errc <- d.Run(context.Background()) }()
 	return r
@@ -475,17 +471,6 @@ func (c *benchChanBus) dispatch(ctx context.Context, hs []dispatcher.Handler, m 
 func (c *benchChanBus) stop(*testing.B) {
 	close(c.ch)
 	c.wg.Wait()
-}
-
-// newBenchDispatcher returns a new dispatcher, closed when b ends.
-func newBenchDispatcher(b *testing.B, opts ...dispatcher.Option) *dispatcher.Dispatcher {
-	b.Helper()
-	d, err := dispatcher.New(opts...)
-	if err != nil {
-		b.Fatalf("New: %v", err)
-	}
-	b.Cleanup(func() { d.Close() }) //nolint:errcheck // what it drops does not matter here
-	return d
 }
 
 // benchDrain drains d and fails b unless it processed want events.

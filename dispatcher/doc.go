@@ -1,5 +1,5 @@
 // Package dispatcher is ringbus's in-process event dispatcher: producers
-// emit events and return at once, a bounded lock-free ring holds them, and
+// emit events and return at once, a bounded ring buffer holds them, and
 // the handlers subscribed to each event's topic run later, either on a pool
 // of worker goroutines (Run) or step by step on the caller's goroutine
 // (Tick and Drain), deterministically, for tests.
@@ -13,12 +13,16 @@
 //
 // # Topics and patterns
 //
-// A topic is a dot-separated list of non-empty tokens, such as
-// "run.finished". A subscription's pattern matches topics exactly, or with
-// wildcard tokens: "*" matches exactly one token ("run.*" matches
+// A topic is a dot-separated list of tokens, such as "run.finished", at
+// most 255 bytes. A token is one or more ASCII letters, digits, '_' or '-'
+// (the characters NATS recommends for subjects): "order placed",
+// "order/placed", "a,b" and "ünï.code" are bad topics, refused with
+// ErrBadTopic rather than taken literally. A subscription's pattern
+// matches topics exactly, or with wildcard tokens: "*" matches exactly one token ("run.*" matches
 // "run.finished") and ">", as the last token, one or more ("run.>" matches
 // "run.a.b" but not "run"). A wildcard is a whole token: "a*b" is a bad
-// pattern. Emitted topics have no wildcard. Bad topics and patterns get
+// pattern, and so is "order.#" ('#' is AMQP's and MQTT's wildcard, not
+// ours). Emitted topics have no wildcard. Bad topics and patterns get
 // ErrBadTopic. Matching costs a map lookup plus, when wildcard patterns
 // exist, a walk of a token trie: never a scan of the subscriptions.
 //
@@ -40,17 +44,26 @@
 // after the other. Event IDs are 1, 2, 3, ... in emit order.
 //
 // Under Run, events with the same non-empty Key (EmitEvent) reach each
-// subscriber in emit order and one at a time: a worker that takes a keyed
-// event owns its key until that event and the events of the key queued
-// behind it are processed. Events without a key are spread over all
-// workers, concurrently and in any order. For each event, the handlers
-// still run one after the other, in subscription order.
+// subscriber in emit order and one at a time: the worker that takes a
+// keyed event owns its key while it processes it, and events of the key
+// that other workers take meanwhile wait in the key's backlog. When the
+// owner is done, the next event of the key goes, with the ownership, to
+// whichever worker is free first, so a busy key delays its own events
+// only. Events without a key are spread over all workers, concurrently and
+// in any order. For each event, the handlers still run one after the
+// other, in subscription order.
 //
 // Workers take events in batches: each takes an even share of the events
 // ready at that moment (with two workers and ten events, five), at most
 // 128, and runs them in order. So a slow handler delays the rest of its
 // worker's batch, while events queued after the batch was taken go to the
 // other workers.
+//
+// Key backlogs hold at most WithCapacity events together. When they are
+// full (one key receives events much faster than its handlers finish
+// them), workers stop taking new events from the queue until the backlogs
+// shrink: memory stays bounded, and the queue, then the emitters (by the
+// overflow policy), feel the pressure. Until then, other keys flow.
 //
 // Retries reorder: a failed call is retried after its backoff, and the
 // events of the same key emitted after it do not wait for the retry. So
@@ -65,12 +78,15 @@
 // The queue holds WithCapacity events (default 1024, rounded up to a power
 // of two). When it is full, Emit follows WithOverflow:
 //
-//   - Block (default): wait for room until the emitter's ctx ends, then
-//     return ctx.Err(). Under Run, blocked emitters are woken when the
-//     workers have emptied the queue to half its capacity, not at the
-//     first free slot, so that each wake-up is followed by many emits; a
-//     blocked emitter also looks for room by itself every millisecond, so
-//     that workers waiting inside handlers cannot hold it up for longer.
+//   - Block (default): wait for room until the emitter's ctx ends (then
+//     return ctx.Err()) or the dispatcher closes (ErrClosed). Blocked
+//     emitters are served first come, first served: an emitter that finds
+//     others waiting queues behind them. They sleep, without polling,
+//     until there is room for them. Under Run, workers wake them once they
+//     have emptied the queue to half its capacity, so that each wake-up is
+//     followed by many emits; if the workers stop taking before that (all
+//     of them busy in long handlers), the emitters are given the room
+//     there is about a millisecond after the last take.
 //   - Reject: return ErrFull at once.
 //   - DropNewest: discard the new event, count it, return ErrDropped.
 //   - DropOldest: evict the oldest queued event, count it, accept the new
@@ -122,13 +138,24 @@
 //     caller's goroutine.
 //   - Close is immediate: emits get ErrClosed, in-flight handler calls
 //     finish (their ctx is cancelled), what is still queued is dropped,
-//     counted, and reported by Close's error (ErrDropped).
+//     counted, and reported by Close's error (ErrDropped). A handler may
+//     call Close.
 //   - Cancelling Run's ctx stops the workers after their in-flight calls;
 //     queued events stay, for a later Run, Tick or Drain.
 //
 // Shutdown and Close are safe to call more than once and concurrently.
 // When Run, Shutdown or Close returns, no goroutine of the dispatcher is
-// left. Idle workers park; an emit wakes one only when one is parked.
+// left, with two exceptions that cannot be otherwise: a Close called by a
+// handler under Run returns while that handler's worker is still in the
+// handler (the worker exits when the handler returns, and Run returns
+// then), and a Shutdown whose ctx ended returns at once, even while a
+// handler that ignores its cancelled ctx is still running (Run returns
+// when it does). Idle workers park; an emit wakes one only when one is
+// parked.
+//
+// A nil ctx is a programming error: Emit, EmitEvent, Tick, Drain, Run,
+// Shutdown and Redeliver panic with a message that says so, before they
+// change anything.
 //
 // # Testing with Tick and Drain
 //

@@ -27,9 +27,11 @@ var (
 	// either, and by Run after either.
 	ErrClosed = errors.New("dispatcher: closed")
 
-	// ErrRunning is returned by Tick and Drain while Run owns the queue or
-	// another Tick or Drain runs, and by a second concurrent Run.
-	ErrRunning = errors.New("dispatcher: queue owned by another consumer")
+	// ErrRunning is wrapped by the error of Tick and Drain while Run owns
+	// the queue or another Tick or Drain runs, of a second concurrent Run,
+	// and of Shutdown called from a handler. The message says who owns the
+	// queue and what to do.
+	ErrRunning = errors.New("dispatcher: the queue is being processed")
 
 	// ErrBadTopic is returned for an empty topic, a topic with a wildcard,
 	// and a pattern that does not parse.
@@ -64,9 +66,10 @@ func (e *PanicError) Unwrap() error {
 	return err
 }
 
-// HandlerError is how Tick, Drain and the dead letters report one handler
-// failure: which subscriber failed on which event. Unwrap returns the
-// handler's error (a *PanicError for a panic).
+// HandlerError is how the errors of Tick and Drain report one dead-lettered
+// handler failure: which subscriber failed on which event, at which
+// attempt. Unwrap returns the handler's error (a *PanicError for a panic),
+// which is also what the DeadLetter's Err holds.
 type HandlerError struct {
 	Subscriber string
 	EventID    uint64

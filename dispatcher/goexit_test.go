@@ -1,39 +1,38 @@
 package dispatcher_test
 
+// Handlers that end their goroutine with runtime.Goexit, as t.FailNow does.
+
 import (
 	"context"
 	"errors"
 	"runtime"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"testing"
-	"time"
 
 	"github.com/ringbus/ringbus/dispatcher"
 )
 
 // TestRunHandlerGoexit: a handler that ends its worker goroutine with
-// runtime.Goexit (as t.FailNow does) fails only its own call; the
-// subscriber after it still gets the event, the other events are all
-// delivered by a replacement worker, and Shutdown completes.
+// runtime.Goexit fails only its own call; the subscriber after it still
+// gets the event, the other events are all delivered by a replacement
+// worker, and Shutdown completes.
 func TestRunHandlerGoexit(t *testing.T) {
 	for _, key := range []string{"", "k"} {
 		t.Run("key="+key, func(t *testing.T) {
-			d, err := dispatcher.New(dispatcher.WithWorkers(1))
-			if err != nil {
-				t.Fatal(err)
-			}
+			d := newDispatcher(t, dispatcher.WithWorkers(1))
 			var first, second atomic.Int64
-			running := make(chan struct{}) // Run owns the queue: Shutdown must not drain on this goroutine
+			running := make(chan struct{}) // Run handles events: Shutdown must not drain on this goroutine
 			var once sync.Once
-			d.On("t", func(_ context.Context, e dispatcher.Event) error {
+			subscribe(t, d, "t", func(_ context.Context, e dispatcher.Event) error {
 				if e.ID == 3 {
 					runtime.Goexit()
 				}
 				first.Add(1)
 				return nil
 			}, dispatcher.WithName("first"))
-			d.On("t", func(context.Context, dispatcher.Event) error {
+			subscribe(t, d, "t", func(context.Context, dispatcher.Event) error {
 				second.Add(1)
 				once.Do(func() { close(running) })
 				return nil
@@ -41,21 +40,18 @@ func TestRunHandlerGoexit(t *testing.T) {
 			ctx := context.Background()
 			for range 10 {
 				if err := d.EmitEvent(ctx, dispatcher.Event{Topic: "t", Key: key}); err != nil {
-					t.Fatal(err)
+					t.Fatalf("EmitEvent() error = %v", err)
 				}
 			}
-			var wg sync.WaitGroup
-			var runErr error
-			wg.Go(func() { runErr = d.Run(ctx) })
-			<-running
-			sctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+			wait := startRun(t, ctx, d)
+			recv(t, running, "the first delivery under Run")
+			sctx, cancel := context.WithTimeout(ctx, waitTimeout)
 			defer cancel()
 			if err := d.Shutdown(sctx); err != nil {
-				t.Errorf("Shutdown() = %v, want nil", err)
+				t.Errorf("Shutdown() error = %v, want nil", err)
 			}
-			wg.Wait()
-			if runErr != nil {
-				t.Errorf("Run() = %v, want nil", runErr)
+			if err := wait(); err != nil {
+				t.Errorf("Run() error = %v, want nil", err)
 			}
 			if got := first.Load(); got != 9 {
 				t.Errorf("first handler delivered %d events, want 9", got)
@@ -74,35 +70,29 @@ func TestRunHandlerGoexit(t *testing.T) {
 // TestDrainHandlerGoexit: a handler that calls runtime.Goexit ends the
 // goroutine running Drain; a later Drain processes the rest, in order.
 func TestDrainHandlerGoexit(t *testing.T) {
-	d, err := dispatcher.New()
-	if err != nil {
-		t.Fatal(err)
-	}
+	d := newDispatcher(t)
 	var got []uint64
-	d.On("t", func(_ context.Context, e dispatcher.Event) error {
+	subscribe(t, d, "t", func(_ context.Context, e dispatcher.Event) error {
 		if e.ID == 2 {
 			runtime.Goexit()
 		}
 		got = append(got, e.ID)
 		return nil
 	})
-	ctx := context.Background()
-	for range 4 {
-		if err := d.Emit(ctx, "t", nil); err != nil {
-			t.Fatal(err)
-		}
+	for i := range 4 {
+		emit(t, d, "t", i)
 	}
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		d.Drain(ctx, 0)
+		_, _ = d.Drain(context.Background(), 0) // never returns: its goroutine ends in the handler
 	}()
-	<-done
-	n, err := d.Drain(ctx, 0)
+	recv(t, done, "the goroutine of the first Drain to end")
+	n, err := d.Drain(context.Background(), 0)
 	if n != 2 || err != nil {
 		t.Errorf("second Drain(0) = %d, %v, want 2, nil", n, err)
 	}
-	if want := []uint64{1, 3, 4}; len(got) != 3 || got[0] != want[0] || got[1] != want[1] || got[2] != want[2] {
+	if want := []uint64{1, 3, 4}; !slices.Equal(got, want) {
 		t.Errorf("delivered %v, want %v", got, want)
 	}
 	if st := d.Stats(); st.Failed != 1 || st.DeadLettered != 1 || st.Queued != 0 {

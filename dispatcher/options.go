@@ -43,7 +43,12 @@ func (p OverflowPolicy) String() string {
 const (
 	DefaultCapacity        = 1024
 	DefaultDeadLetterLimit = 1024
-	maxCapacity            = 1 << 30
+	// MaxCapacity is the largest WithCapacity: the ring is allocated up
+	// front, 64 bytes per event on 64-bit platforms, so 1 GiB here.
+	MaxCapacity = 1 << 24
+	// MaxWorkers is the largest WithWorkers. Each worker keeps buffers
+	// for a batch of events (about 20 KiB).
+	MaxWorkers = 4096
 )
 
 type config struct {
@@ -60,27 +65,28 @@ type config struct {
 type Option func(*config) error
 
 // WithCapacity sets how many events the queue holds: n rounded up to a
-// power of two, between 1 and 2^30. Default 1024.
+// power of two, between 1 and MaxCapacity. Default 1024. The queue is
+// allocated by New, 64 bytes per event on 64-bit platforms.
 //
 // The same bound applies, separately, to retries waiting for their backoff,
 // and under Run to keyed events a worker has taken from the queue that wait
 // behind an earlier event of their key.
 func WithCapacity(n int) Option {
 	return func(c *config) error {
-		if n < 1 || n > maxCapacity {
-			return fmt.Errorf("%w: WithCapacity(%d): want 1..%d", ErrInvalidOption, n, maxCapacity)
+		if n < 1 || n > MaxCapacity {
+			return fmt.Errorf("%w: WithCapacity(%d): want 1..%d", ErrInvalidOption, n, MaxCapacity)
 		}
 		c.capacity = n
 		return nil
 	}
 }
 
-// WithWorkers sets how many worker goroutines Run starts. Default
-// runtime.GOMAXPROCS(0).
+// WithWorkers sets how many worker goroutines Run starts, between 1 and
+// MaxWorkers. Default runtime.GOMAXPROCS(0) (at most MaxWorkers).
 func WithWorkers(n int) Option {
 	return func(c *config) error {
-		if n < 1 {
-			return fmt.Errorf("%w: WithWorkers(%d): want at least 1", ErrInvalidOption, n)
+		if n < 1 || n > MaxWorkers {
+			return fmt.Errorf("%w: WithWorkers(%d): want 1..%d", ErrInvalidOption, n, MaxWorkers)
 		}
 		c.workers = n
 		return nil
@@ -130,7 +136,7 @@ func WithDeadLetterLimit(n int) Option {
 func newConfig(opts []Option) (config, error) {
 	c := config{
 		capacity:        DefaultCapacity,
-		workers:         runtime.GOMAXPROCS(0),
+		workers:         min(runtime.GOMAXPROCS(0), MaxWorkers),
 		overflow:        Block,
 		attempts:        1,
 		deadLetterLimit: DefaultDeadLetterLimit,

@@ -1,13 +1,92 @@
-package dispatcher
+package dispatcher_test
+
+// Delivery order: FIFO across topics and subscription order under Tick and
+// Drain, per-key order under Run.
 
 import (
 	"context"
 	"fmt"
 	"runtime"
+	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
+
+	"github.com/ringbus/ringbus/dispatcher"
 )
+
+func TestGlobalFIFOAcrossTopics(t *testing.T) {
+	d := newDispatcher(t)
+	var l callLog
+	for _, p := range []string{"a", "b", "c.d", "c.*"} {
+		subscribe(t, d, p, l.handler(p, nil))
+	}
+	ctx := context.Background()
+	topics := []string{"b", "a", "c.d", "a", "b", "c.e", "c.d"}
+	for i, topic := range topics {
+		if i%2 == 0 {
+			emitTopics(t, d, topic)
+			continue
+		}
+		if err := d.EmitEvent(ctx, dispatcher.Event{Topic: topic, Key: "k"}); err != nil {
+			t.Fatalf("EmitEvent(%q) error = %v", topic, err)
+		}
+	}
+	if n := drain(t, d); n != len(topics) {
+		t.Errorf("Drain(0) = %d, want %d", n, len(topics))
+	}
+	checkCalls(t, "global FIFO", &l,
+		"b:1", "a:2", "c.d:3", "c.*:3", "a:4", "b:5", "c.*:6", "c.d:7", "c.*:7")
+}
+
+func TestHandlersRunInSubscriptionOrder(t *testing.T) {
+	d := newDispatcher(t)
+	var l callLog
+	// Exact and wildcard subscriptions, interleaved.
+	for i, p := range []string{"run.finished", "run.*", ">", "run.finished", "run.>", "*.finished", "other", "*.*"} {
+		name := fmt.Sprintf("%d(%s)", i+1, p)
+		subscribe(t, d, p, l.handler(name, nil))
+	}
+	tests := []struct {
+		give string
+		want []string
+	}{
+		{"run.finished", []string{"1(run.finished)", "2(run.*)", "3(>)", "4(run.finished)", "5(run.>)", "6(*.finished)", "8(*.*)"}},
+		{"run.started", []string{"2(run.*)", "3(>)", "5(run.>)", "8(*.*)"}},
+		{"run.a.b", []string{"3(>)", "5(run.>)"}},
+		{"job.finished", []string{"3(>)", "6(*.finished)", "8(*.*)"}},
+		{"other", []string{"3(>)", "7(other)"}},
+		{"run", []string{"3(>)"}},
+	}
+	for i, tt := range tests {
+		emitTopics(t, d, tt.give)
+		drain(t, d)
+		var got []string
+		suffix := fmt.Sprintf(":%d", i+1)
+		for _, c := range l.get() {
+			if s, ok := strings.CutSuffix(c, suffix); ok {
+				got = append(got, s)
+			}
+		}
+		if !slices.Equal(got, tt.want) {
+			t.Errorf("handlers for %q = %q, want %q", tt.give, got, tt.want)
+		}
+	}
+}
+
+func TestSubscriptionOrderAfterUnsubscribeAndResubscribe(t *testing.T) {
+	d := newDispatcher(t)
+	var l callLog
+	a := subscribe(t, d, "t", l.handler("a", nil))
+	subscribe(t, d, "*", l.handler("b", nil))
+	a.Unsubscribe()
+	subscribe(t, d, "t", l.handler("a2", nil))
+	subscribe(t, d, ">", l.handler("c", nil))
+	emitTopics(t, d, "t")
+	drain(t, d)
+	checkCalls(t, "order", &l, "b:1", "a2:1", "c:1")
+}
 
 // orderPayload is what the ordering tests emit: a keyed event carries its
 // key's index and its sequence number within the key (0, 1, 2, ...); an
@@ -26,14 +105,14 @@ type orderConfig struct {
 	unkeyed  int // unkeyed events per producer per round (a round emits one event of each owned key)
 }
 
-// rtOrder runs cfg under Run with 4 producers and 2 subscribers, and checks
+// runOrder runs cfg under Run with 4 producers and 2 subscribers, and checks
 // that each subscriber sees each key's events in emit order and never two
 // of one key at once, and gets every unkeyed event exactly once.
-func rtOrder(t *testing.T, cfg orderConfig) {
+func runOrder(t *testing.T, cfg orderConfig) {
 	t.Helper()
 	const producers, subs = 4, 2
 	ctx := context.Background()
-	d := rtNew(t, WithWorkers(cfg.workers), WithCapacity(cfg.capacity))
+	d := newDispatcher(t, dispatcher.WithWorkers(cfg.workers), dispatcher.WithCapacity(cfg.capacity))
 
 	keyNames := make([]string, cfg.keys)
 	for k := range keyNames {
@@ -65,7 +144,7 @@ func rtOrder(t *testing.T, cfg orderConfig) {
 			state[s][k].last.Store(-1)
 		}
 		unkeyed[s] = make([]atomic.Int32, unkeyedTotal)
-		rtOn(t, d, "order.>", func(hctx context.Context, e Event) error {
+		subscribe(t, d, "order.>", func(hctx context.Context, e dispatcher.Event) error {
 			p := e.Payload.(orderPayload)
 			if p.key < 0 {
 				unkeyed[s][p.seq].Add(1)
@@ -89,10 +168,10 @@ func rtOrder(t *testing.T, cfg orderConfig) {
 			}
 			ks.inflight.Add(-1)
 			return nil
-		}, WithName(fmt.Sprintf("sub%d", s)))
+		}, dispatcher.WithName(fmt.Sprintf("sub%d", s)))
 	}
 
-	wait := rtStartRun(t, ctx, d)
+	wait := startRun(t, ctx, d)
 	errs := make([]error, producers)
 	var wg sync.WaitGroup
 	for pr := range producers {
@@ -100,7 +179,7 @@ func rtOrder(t *testing.T, cfg orderConfig) {
 			next := pr * cfg.perKey * cfg.unkeyed // this producer's unkeyed seqs
 			for r := range cfg.perKey {
 				for k := pr; k < cfg.keys; k += producers {
-					e := Event{Topic: "order.keyed", Key: keyNames[k], Payload: orderPayload{key: k, seq: r}}
+					e := dispatcher.Event{Topic: "order.keyed", Key: keyNames[k], Payload: orderPayload{key: k, seq: r}}
 					if err := d.EmitEvent(ctx, e); err != nil {
 						errs[pr] = fmt.Errorf("EmitEvent(key %d, seq %d): %w", k, r, err)
 						return
@@ -117,7 +196,7 @@ func rtOrder(t *testing.T, cfg orderConfig) {
 		})
 	}
 	wg.Wait()
-	rtShutdownAfterProducers(t, ctx, d, wait, errs)
+	shutdownAfterProducers(t, ctx, d, wait, errs)
 
 	if n := orderErrs.Load() + concErrs.Load() + keyErrs.Load(); n > 0 {
 		t.Errorf("%d order violations, %d concurrent calls for one key, %d wrong keys; first: %q",
@@ -142,40 +221,44 @@ func rtOrder(t *testing.T, cfg orderConfig) {
 	total := uint64(cfg.keys*cfg.perKey + unkeyedTotal)
 	st := d.Stats()
 	if st.Emitted != total || st.Delivered != subs*total || st.Failed != 0 || st.Dropped != 0 || st.Queued != 0 {
-		t.Errorf("Stats = %+v, want Emitted %d, Delivered %d, nothing failed, dropped or queued", st, total, subs*total)
+		t.Errorf("Stats() = %+v, want Emitted %d, Delivered %d, nothing failed, dropped or queued", st, total, subs*total)
 	}
 }
 
-// TestOrderPerKeyUnderRun (Behaviour 4): under Run, events of one key
-// reach each subscriber in emit order and one at a time, with 1 to 8
-// workers, several producers, and unkeyed events in between; with a small
-// capacity the key backlogs hit their bound too.
+// TestOrderPerKeyUnderRun: under Run, events of one key reach each
+// subscriber in emit order and one at a time, with 1 to 8 workers, several
+// producers, and unkeyed events in between; with a small capacity the key
+// backlogs hit their bound too.
 func TestOrderPerKeyUnderRun(t *testing.T) {
-	perKey, unkeyed := 1000, 2
-	if testing.Short() {
-		perKey = 100
-	}
+	orderPerKey(t, sizeFor(1000, 100))
+}
+
+// TestOrderHotKeys: few keys and many workers, so most takes find the key
+// owned and queue behind it.
+func TestOrderHotKeys(t *testing.T) {
+	orderHotKeys(t, []int{4, 8}, sizeFor(5000, 500))
+}
+
+// orderPerKey is TestOrderPerKeyUnderRun with perKey events for each of 50
+// keys.
+func orderPerKey(t *testing.T, perKey int) {
 	for _, workers := range []int{1, 2, 4, 8} {
 		t.Run(fmt.Sprintf("workers=%d", workers), func(t *testing.T) {
 			for _, capacity := range []int{8, 1024} {
 				t.Run(fmt.Sprintf("cap=%d", capacity), func(t *testing.T) {
-					rtOrder(t, orderConfig{workers: workers, capacity: capacity, keys: 50, perKey: perKey, unkeyed: unkeyed})
+					runOrder(t, orderConfig{workers: workers, capacity: capacity, keys: 50, perKey: perKey, unkeyed: 2})
 				})
 			}
 		})
 	}
 }
 
-// TestOrderHotKeys: few keys and many workers, so most takes find the
-// key owned and queue behind it.
-func TestOrderHotKeys(t *testing.T) {
-	perKey := 5000
-	if testing.Short() {
-		perKey = 500
-	}
-	for _, workers := range []int{4, 8} {
-		t.Run(fmt.Sprintf("workers=%d", workers), func(t *testing.T) {
-			rtOrder(t, orderConfig{workers: workers, capacity: 64, keys: 4, perKey: perKey, unkeyed: 1})
+// orderHotKeys is TestOrderHotKeys with perKey events for each of 4 keys,
+// for each number of workers.
+func orderHotKeys(t *testing.T, workers []int, perKey int) {
+	for _, w := range workers {
+		t.Run(fmt.Sprintf("workers=%d", w), func(t *testing.T) {
+			runOrder(t, orderConfig{workers: w, capacity: 64, keys: 4, perKey: perKey, unkeyed: 1})
 		})
 	}
 }

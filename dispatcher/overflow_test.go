@@ -1,38 +1,19 @@
 package dispatcher_test
 
-// Overflow policies at the queue's boundary, Block's waiting, emits from
-// handlers on a full queue, and Close/Shutdown without Run.
+// Overflow policies at the queue's boundary, Block's waiting, and emits
+// from handlers on a full queue.
 
 import (
 	"context"
 	"errors"
-	"fmt"
 	"slices"
+	"sync/atomic"
 	"testing"
 	"testing/synctest"
 	"time"
 
 	"github.com/ringbus/ringbus/dispatcher"
 )
-
-// deliveredLog subscribes to every topic and records the events.
-func deliveredLog(t *testing.T, d *dispatcher.Dispatcher) *[]dispatcher.Event {
-	t.Helper()
-	var got []dispatcher.Event
-	mustSubscribe(t, d, ">", func(_ context.Context, e dispatcher.Event) error {
-		got = append(got, e)
-		return nil
-	})
-	return &got
-}
-
-func eventIDs(evs []dispatcher.Event) []uint64 {
-	ids := make([]uint64, 0, len(evs))
-	for _, e := range evs {
-		ids = append(ids, e.ID)
-	}
-	return ids
-}
 
 func eventPayloads(evs []dispatcher.Event) []any {
 	ps := make([]any, 0, len(evs))
@@ -74,8 +55,8 @@ func TestOverflowPoliciesAtCapacity(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.give.String(), func(t *testing.T) {
 			ctx := context.Background()
-			d := mustNewDispatcher(t, dispatcher.WithCapacity(2), dispatcher.WithOverflow(tt.give))
-			got := deliveredLog(t, d)
+			d := newDispatcher(t, dispatcher.WithCapacity(2), dispatcher.WithOverflow(tt.give))
+			got := record(t, d, ">")
 			for p := 1; p <= 2; p++ {
 				if err := d.Emit(ctx, "t", p); err != nil {
 					t.Fatalf("%v: Emit #%d error = %v, want nil", tt.give, p, err)
@@ -90,7 +71,7 @@ func TestOverflowPoliciesAtCapacity(t *testing.T) {
 				t.Errorf("%v: Stats() = %+v, want Emitted %d, Dropped %d, Queued 2",
 					tt.give, st, tt.wantEmitted, tt.wantDropped)
 			}
-			if n := mustDrain(t, d); n != 2 {
+			if n := drain(t, d); n != 2 {
 				t.Errorf("%v: Drain(0) = %d, want 2", tt.give, n)
 			}
 			if ids := eventIDs(*got); !slices.Equal(ids, tt.wantIDs) {
@@ -104,7 +85,7 @@ func TestOverflowPoliciesAtCapacity(t *testing.T) {
 			if err := d.Emit(ctx, "t", 4); err != nil {
 				t.Fatalf("%v: Emit after Drain error = %v", tt.give, err)
 			}
-			mustDrain(t, d)
+			drain(t, d)
 			if ids := eventIDs(*got); !slices.Equal(ids, []uint64{tt.wantNextID}) {
 				t.Errorf("%v: next event's ID = %v, want %d", tt.give, ids, tt.wantNextID)
 			}
@@ -113,8 +94,8 @@ func TestOverflowPoliciesAtCapacity(t *testing.T) {
 }
 
 func TestDropOldestKeepsTheNewestWindow(t *testing.T) {
-	d := mustNewDispatcher(t, dispatcher.WithCapacity(4), dispatcher.WithOverflow(dispatcher.DropOldest))
-	got := deliveredLog(t, d)
+	d := newDispatcher(t, dispatcher.WithCapacity(4), dispatcher.WithOverflow(dispatcher.DropOldest))
+	got := record(t, d, ">")
 	for p := 1; p <= 10; p++ {
 		if err := d.Emit(context.Background(), "t", p); err != nil {
 			t.Fatalf("Emit #%d error = %v", p, err)
@@ -123,7 +104,7 @@ func TestDropOldestKeepsTheNewestWindow(t *testing.T) {
 	if st := d.Stats(); st.Dropped != 6 || st.Queued != 4 || st.Emitted != 10 {
 		t.Errorf("Stats() = %+v, want Dropped 6, Queued 4, Emitted 10", st)
 	}
-	mustDrain(t, d)
+	drain(t, d)
 	if ids := eventIDs(*got); !slices.Equal(ids, []uint64{7, 8, 9, 10}) {
 		t.Errorf("delivered IDs = %v, want [7 8 9 10]", ids)
 	}
@@ -140,9 +121,9 @@ func TestDropOldestDuringTickDoesNotPullInFollowUps(t *testing.T) {
 	const capacity = 256
 	const followUps = capacity/2 + 1
 	ctx := context.Background()
-	d := mustNewDispatcher(t, dispatcher.WithCapacity(capacity), dispatcher.WithOverflow(dispatcher.DropOldest))
+	d := newDispatcher(t, dispatcher.WithCapacity(capacity), dispatcher.WithOverflow(dispatcher.DropOldest))
 	var firsts, follows []uint64
-	mustSubscribe(t, d, "first", func(ctx context.Context, e dispatcher.Event) error {
+	subscribe(t, d, "first", func(ctx context.Context, e dispatcher.Event) error {
 		firsts = append(firsts, e.ID)
 		if e.ID == 1 {
 			for range followUps {
@@ -153,12 +134,12 @@ func TestDropOldestDuringTickDoesNotPullInFollowUps(t *testing.T) {
 		}
 		return nil
 	})
-	mustSubscribe(t, d, "follow", func(_ context.Context, e dispatcher.Event) error {
+	subscribe(t, d, "follow", func(_ context.Context, e dispatcher.Event) error {
 		follows = append(follows, e.ID)
 		return nil
 	})
 	for range capacity {
-		mustEmit(t, d, "first")
+		emitTopics(t, d, "first")
 	}
 
 	n, err := d.Tick(ctx)
@@ -180,8 +161,8 @@ func TestDropOldestDuringTickDoesNotPullInFollowUps(t *testing.T) {
 
 func TestBlockEmitHonoursContextDeadline(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		d := mustNewDispatcher(t, dispatcher.WithCapacity(2)) // Block is the default
-		mustEmit(t, d, "t", "t")
+		d := newDispatcher(t, dispatcher.WithCapacity(2)) // Block is the default
+		emitTopics(t, d, "t", "t")
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
 		start := time.Now()
@@ -199,15 +180,15 @@ func TestBlockEmitHonoursContextDeadline(t *testing.T) {
 }
 
 func TestBlockEmitWithCancelledContextReturnsAtOnce(t *testing.T) {
-	d := mustNewDispatcher(t, dispatcher.WithCapacity(2))
-	mustEmit(t, d, "t", "t")
+	d := newDispatcher(t, dispatcher.WithCapacity(2))
+	emitTopics(t, d, "t", "t")
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
 	if err := d.Emit(ctx, "t", 3); err != context.Canceled {
 		t.Errorf("Emit on a full queue with a cancelled ctx error = %v, want context.Canceled", err)
 	}
 	// A cancelled ctx does not matter while there is room.
-	mustDrain(t, d)
+	drain(t, d)
 	if err := d.Emit(ctx, "t", 4); err != nil {
 		t.Errorf("Emit with room and a cancelled ctx error = %v, want nil", err)
 	}
@@ -216,9 +197,9 @@ func TestBlockEmitWithCancelledContextReturnsAtOnce(t *testing.T) {
 func TestBlockEmitUnblocksWhenDrainMakesRoom(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		ctx := context.Background()
-		d := mustNewDispatcher(t, dispatcher.WithCapacity(2))
-		got := deliveredLog(t, d)
-		mustEmit(t, d, "t", "t")
+		d := newDispatcher(t, dispatcher.WithCapacity(2))
+		got := record(t, d, ">")
+		emitTopics(t, d, "t", "t")
 
 		// Drain on another goroutine once this one blocks in Emit.
 		type result struct {
@@ -243,7 +224,7 @@ func TestBlockEmitUnblocksWhenDrainMakesRoom(t *testing.T) {
 			t.Errorf("Drain(0) error = %v", r.err)
 		}
 		// The third event may or may not have made the first Drain.
-		total := r.n + mustDrain(t, d)
+		total := r.n + drain(t, d)
 		if total != 3 {
 			t.Errorf("Drain(0) calls processed %d events, want 3", total)
 		}
@@ -255,8 +236,8 @@ func TestBlockEmitUnblocksWhenDrainMakesRoom(t *testing.T) {
 
 func TestBlockedEmitReturnsErrClosedOnClose(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		d := mustNewDispatcher(t, dispatcher.WithCapacity(2))
-		mustEmit(t, d, "t", "t")
+		d := newDispatcher(t, dispatcher.WithCapacity(2))
+		emitTopics(t, d, "t", "t")
 		emitted := make(chan error, 1)
 		go func() { emitted <- d.Emit(context.Background(), "t", 3) }()
 		synctest.Wait()
@@ -277,12 +258,55 @@ func TestBlockedEmitReturnsErrClosedOnClose(t *testing.T) {
 	})
 }
 
+// TestCloseUnblocksBlockedEmitters: emitters waiting for room under Block
+// get ErrClosed as soon as Close begins, before the in-flight handler ends.
+func TestCloseUnblocksBlockedEmitters(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		const queued = 2
+		b, wait := startBlockedFirst(t, context.Background(), queued, false, dispatcher.WithCapacity(queued))
+		d := b.d
+		const emitters = 3
+		results := make(chan error, emitters)
+		for i := range emitters {
+			go func() { results <- d.Emit(context.Background(), "x", 100+i) }()
+		}
+		synctest.Wait() // the emitters wait for room
+		if len(results) != 0 {
+			t.Fatalf("an Emit on a full ring returned under Block: %v", <-results)
+		}
+		closed := make(chan error, 1)
+		go func() { closed <- d.Close() }()
+		synctest.Wait() // Close waits for the handler; the emitters must be free
+		for range emitters {
+			select {
+			case err := <-results:
+				if !errors.Is(err, dispatcher.ErrClosed) {
+					t.Errorf("blocked Emit after Close = %v, want ErrClosed", err)
+				}
+			default:
+				t.Errorf("an emitter is still blocked while Close waits for the handler")
+			}
+		}
+		close(b.release)
+		if err := recv(t, closed, "Close"); !errors.Is(err, dispatcher.ErrDropped) {
+			t.Errorf("Close() error = %v, want ErrDropped", err)
+		}
+		if err := wait(); err != nil {
+			t.Errorf("Run() error = %v", err)
+		}
+		want := dispatcher.Stats{Emitted: queued + 1, Delivered: 1, Dropped: queued}
+		if got := d.Stats(); got != want {
+			t.Errorf("Stats() = %+v, want %+v", got, want)
+		}
+	})
+}
+
 func TestEmitFromHandlerOnFullQueueNeverBlocks(t *testing.T) {
 	// Under synctest a deadlock fails the test at once instead of hanging.
 	synctest.Test(t, func(t *testing.T) {
-		d := mustNewDispatcher(t, dispatcher.WithCapacity(2)) // Block
+		d := newDispatcher(t, dispatcher.WithCapacity(2)) // Block
 		var errs []error
-		mustSubscribe(t, d, "a", func(ctx context.Context, e dispatcher.Event) error {
+		subscribe(t, d, "a", func(ctx context.Context, e dispatcher.Event) error {
 			if e.ID != 1 {
 				return nil
 			}
@@ -296,11 +320,11 @@ func TestEmitFromHandlerOnFullQueueNeverBlocks(t *testing.T) {
 			return nil
 		})
 		var bs []any
-		mustSubscribe(t, d, "b", func(_ context.Context, e dispatcher.Event) error {
+		subscribe(t, d, "b", func(_ context.Context, e dispatcher.Event) error {
 			bs = append(bs, e.Payload)
 			return nil
 		})
-		mustEmit(t, d, "a")
+		emitTopics(t, d, "a")
 
 		start := time.Now()
 		n, err := d.Drain(context.Background(), 0)
@@ -328,204 +352,151 @@ func TestEmitFromHandlerOnFullQueueNeverBlocks(t *testing.T) {
 	})
 }
 
-func TestEmitAfterStopReturnsErrClosed(t *testing.T) {
-	stops := []struct {
-		name string
-		stop func(*dispatcher.Dispatcher) error
+// TestRunHandlerEmitOnFullRingNoDeadlock: under Run and Block, handlers
+// that emit on a full ring never deadlock, even with every worker inside a
+// handler (workers=4: the ring is filled while they wait at a gate): each
+// follow-up is delivered or its Emit returned ErrFull.
+func TestRunHandlerEmitOnFullRingNoDeadlock(t *testing.T) {
+	const fanout = 10
+	tests := []struct {
+		name     string
+		workers  int
+		triggers int
+		fillRing bool // hold every worker in a trigger handler and fill the ring first
 	}{
-		{"Close", func(d *dispatcher.Dispatcher) error { return d.Close() }},
-		{"Shutdown", func(d *dispatcher.Dispatcher) error { return d.Shutdown(context.Background()) }},
+		{name: "workers=1", workers: 1, triggers: 20},
+		{name: "workers=4", workers: 4, triggers: 4, fillRing: true},
 	}
-	policies := []dispatcher.OverflowPolicy{dispatcher.Block, dispatcher.Reject, dispatcher.DropNewest, dispatcher.DropOldest}
-	for _, s := range stops {
-		for _, p := range policies {
-			t.Run(fmt.Sprintf("%s/%v", s.name, p), func(t *testing.T) {
-				d := mustNewDispatcher(t, dispatcher.WithOverflow(p))
-				var l callLog
-				mustSubscribe(t, d, "t", l.handler("h", nil))
-				if err := s.stop(d); err != nil {
-					t.Fatalf("%s() error = %v", s.name, err)
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				ctx := context.Background()
+				d := newDispatcher(t, dispatcher.WithCapacity(2), dispatcher.WithWorkers(tt.workers), dispatcher.WithOverflow(dispatcher.Block))
+				gate := make(chan struct{})
+				if !tt.fillRing {
+					close(gate)
 				}
-				if err := d.Emit(context.Background(), "t", nil); !errors.Is(err, dispatcher.ErrClosed) {
-					t.Errorf("Emit after %s error = %v, want ErrClosed", s.name, err)
+				started := make(chan struct{}, tt.triggers)
+				var accepted, errored, other, delivered, fillers atomic.Int64
+				subscribe(t, d, "trigger", func(hctx context.Context, e dispatcher.Event) error {
+					started <- struct{}{}
+					<-gate
+					for i := range fanout {
+						switch err := d.Emit(hctx, "follow", i); {
+						case err == nil:
+							accepted.Add(1)
+						case errors.Is(err, dispatcher.ErrFull):
+							errored.Add(1)
+						default:
+							errored.Add(1)
+							other.Add(1)
+						}
+					}
+					return nil
+				})
+				subscribe(t, d, "follow", func(context.Context, dispatcher.Event) error {
+					delivered.Add(1)
+					return nil
+				})
+				subscribe(t, d, "filler", func(context.Context, dispatcher.Event) error {
+					fillers.Add(1)
+					return nil
+				})
+				wait := startRun(t, ctx, d)
+				wantFillers := int64(0)
+				if tt.fillRing {
+					for i := range tt.triggers {
+						emit(t, d, "trigger", i)
+						recv(t, started, "a worker to enter the trigger handler")
+					}
+					// Every worker is inside a handler: fill the ring.
+					emit(t, d, "filler", 0)
+					emit(t, d, "filler", 1)
+					wantFillers = 2
+					if got := d.Stats().Queued; got != 2 {
+						t.Fatalf("Stats().Queued = %d with every worker in a handler, want 2 (a full ring)", got)
+					}
+					close(gate)
+				} else {
+					for i := range tt.triggers {
+						emit(t, d, "trigger", i) // Block: waits for the worker
+					}
 				}
-				if err := d.EmitEvent(context.Background(), dispatcher.Event{Topic: "t", Key: "k"}); !errors.Is(err, dispatcher.ErrClosed) {
-					t.Errorf("EmitEvent after %s error = %v, want ErrClosed", s.name, err)
+				if err := d.Shutdown(ctx); err != nil {
+					t.Errorf("Shutdown() error = %v", err)
 				}
-				if st := d.Stats(); st.Emitted != 0 || st.Queued != 0 || st.Dropped != 0 {
-					t.Errorf("Stats() = %+v, want nothing emitted, queued or dropped", st)
+				if err := wait(); err != nil {
+					t.Errorf("Run() error = %v", err)
 				}
-				checkCalls(t, "after "+s.name, &l)
+				if got := delivered.Load() + errored.Load(); got != int64(fanout*tt.triggers) {
+					t.Errorf("delivered %d + errored %d = %d, want %d", delivered.Load(), errored.Load(), got, fanout*tt.triggers)
+				}
+				if accepted.Load() != delivered.Load() {
+					t.Errorf("accepted %d follow-ups, delivered %d", accepted.Load(), delivered.Load())
+				}
+				if other.Load() != 0 {
+					t.Errorf("%d emits failed with an error other than ErrFull", other.Load())
+				}
+				if errored.Load() == 0 {
+					t.Errorf("no emit found the ring full: the test did not test anything")
+				}
+				if got := fillers.Load(); got != wantFillers {
+					t.Errorf("fillers delivered %d, want %d", got, wantFillers)
+				}
+				t.Logf("follow-ups: %d delivered, %d refused with ErrFull", delivered.Load(), errored.Load())
 			})
-		}
+		})
 	}
 }
 
-func TestCloseDropsQueuedEvents(t *testing.T) {
-	d := mustNewDispatcher(t)
-	var l callLog
-	mustSubscribe(t, d, "t", l.handler("h", nil))
-	mustEmit(t, d, "t", "t", "t")
-
-	err := d.Close()
-	if !errors.Is(err, dispatcher.ErrDropped) {
-		t.Errorf("Close() with 3 queued error = %v, want ErrDropped", err)
-	}
-	st := d.Stats()
-	if st.Dropped != 3 || st.Queued != 0 || st.Emitted != 3 || st.Delivered != 0 {
-		t.Errorf("Stats() after Close = %+v, want Dropped 3, Queued 0, Emitted 3, Delivered 0", st)
-	}
-	checkCalls(t, "after Close", &l)
-	if err := d.Close(); err != nil {
-		t.Errorf("second Close() error = %v, want nil", err)
-	}
-	if err := d.Shutdown(context.Background()); err != nil {
-		t.Errorf("Shutdown() after Close error = %v, want nil", err)
-	}
-	if st := d.Stats(); st.Dropped != 3 {
-		t.Errorf("Stats().Dropped after more stops = %d, want 3", st.Dropped)
-	}
-}
-
-func TestCloseWithNothingQueuedReturnsNil(t *testing.T) {
-	d := mustNewDispatcher(t)
-	mustSubscribe(t, d, "t", func(context.Context, dispatcher.Event) error { return nil })
-	mustEmit(t, d, "t")
-	mustDrain(t, d)
-	if err := d.Close(); err != nil {
-		t.Errorf("Close() with nothing queued error = %v, want nil", err)
-	}
-	if err := d.Close(); err != nil {
-		t.Errorf("second Close() error = %v, want nil", err)
-	}
-}
-
-func TestCloseDropsPendingRetries(t *testing.T) {
+// TestRunBlockedEmitterLooksForRoomItself: workers wake emitters blocked on
+// a full ring at once only when the ring is half empty. Here the only
+// worker takes a batch that leaves the ring above half, and the batch's
+// first handler waits for something the blocked emitter does after its
+// Emit returns. The emitter must be given the room within RoomLook of the
+// take; if it slept until a half-empty ring, nothing would move again and
+// synctest would report the deadlock.
+func TestRunBlockedEmitterLooksForRoomItself(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		d := mustNewDispatcher(t, dispatcher.WithRetry(2, func(int) time.Duration { return time.Hour }))
-		mustSubscribe(t, d, "t", func(context.Context, dispatcher.Event) error { return errors.New("fail") })
-		mustEmit(t, d, "t")
-		if n, err := d.Drain(context.Background(), 0); n != 1 || err != nil {
-			t.Fatalf("Drain(0) = %d, %v, want 1, nil (a retry is pending, no dead letter yet)", n, err)
-		}
-		if r := d.Stats().Retrying; r != 1 {
-			t.Fatalf("Stats().Retrying = %d, want 1", r)
-		}
-		if err := d.Close(); !errors.Is(err, dispatcher.ErrDropped) {
-			t.Errorf("Close() with a pending retry error = %v, want ErrDropped", err)
-		}
-		if st := d.Stats(); st.Dropped != 1 || st.Retrying != 0 || st.DeadLettered != 0 {
-			t.Errorf("Stats() after Close = %+v, want Dropped 1, Retrying 0, DeadLettered 0", st)
-		}
-	})
-}
-
-func TestCloseFromHandlerStopsTheDrain(t *testing.T) {
-	d := mustNewDispatcher(t)
-	var l callLog
-	var closeErr error
-	mustSubscribe(t, d, "t", func(_ context.Context, e dispatcher.Event) error {
-		l.add("h:%d", e.ID)
-		if e.ID == 1 {
-			closeErr = d.Close()
-		}
-		return nil
-	})
-	mustEmit(t, d, "t", "t", "t")
-	n, err := d.Drain(context.Background(), 0)
-	if n != 1 || !errors.Is(err, dispatcher.ErrClosed) {
-		t.Errorf("Drain(0) closed by a handler = %d, %v, want 1, ErrClosed", n, err)
-	}
-	checkCalls(t, "after Close from a handler", &l, "h:1")
-	if st := d.Stats(); st.Dropped != 2 || st.Queued != 0 {
-		t.Errorf("Stats() = %+v, want Dropped 2 (events 2 and 3), Queued 0", st)
-	}
-	if !errors.Is(closeErr, dispatcher.ErrDropped) {
-		t.Errorf("Close() from a handler with events 2 and 3 still to process error = %v, want ErrDropped", closeErr)
-	}
-}
-
-func TestShutdownWithoutRunDrainsOnTheCaller(t *testing.T) {
-	d := mustNewDispatcher(t)
-	var l callLog
-	cascade(t, d, &l) // a emits b, b emits c
-	mustEmit(t, d, "a", "x")
-	if err := d.Shutdown(context.Background()); err != nil {
-		t.Fatalf("Shutdown() error = %v", err)
-	}
-	checkCalls(t, "after Shutdown", &l, "a:1", "x:2", "b:3", "c:4")
-	if st := d.Stats(); st.Delivered != 4 || st.Dropped != 0 || st.Queued != 0 {
-		t.Errorf("Stats() = %+v, want Delivered 4, Dropped 0, Queued 0", st)
-	}
-	if err := d.Shutdown(context.Background()); err != nil {
-		t.Errorf("second Shutdown() error = %v, want nil", err)
-	}
-	if err := d.Close(); err != nil {
-		t.Errorf("Close() after Shutdown error = %v, want nil", err)
-	}
-}
-
-func TestShutdownFromHandlerReturnsErrRunning(t *testing.T) {
-	d := mustNewDispatcher(t)
-	var shutdownErr error
-	mustSubscribe(t, d, "t", func(ctx context.Context, e dispatcher.Event) error {
-		shutdownErr = d.Shutdown(ctx)
-		return nil
-	})
-	mustEmit(t, d, "t")
-	mustDrain(t, d)
-	if !errors.Is(shutdownErr, dispatcher.ErrRunning) {
-		t.Errorf("Shutdown(handler ctx) error = %v, want ErrRunning", shutdownErr)
-	}
-	// The dispatcher is still open.
-	mustEmit(t, d, "t")
-	if n := mustDrain(t, d); n != 1 {
-		t.Errorf("Drain(0) after the refused Shutdown = %d, want 1", n)
-	}
-}
-
-func TestShutdownWaitsForARunningDrain(t *testing.T) {
-	synctest.Test(t, func(t *testing.T) {
+		const capacity = 512 // one batch (at most 128 events) leaves it above half
 		ctx := context.Background()
-		d := mustNewDispatcher(t)
-		release := make(chan struct{})
-		var l callLog
-		mustSubscribe(t, d, "t", func(_ context.Context, e dispatcher.Event) error {
-			l.add("h:%d", e.ID)
+		d := newDispatcher(t, dispatcher.WithCapacity(capacity), dispatcher.WithWorkers(1), dispatcher.WithOverflow(dispatcher.Block))
+		released := make(chan struct{})
+		var delivered atomic.Int64
+		subscribe(t, d, "ev", func(_ context.Context, e dispatcher.Event) error {
 			if e.ID == 1 {
-				<-release
+				<-released
 			}
+			delivered.Add(1)
 			return nil
 		})
-		mustEmit(t, d, "t", "t")
-
-		drained := make(chan error, 1)
+		for i := range capacity {
+			emit(t, d, "ev", i) // fills the ring; nothing consumes yet
+		}
+		emitted := make(chan error, 1)
 		go func() {
-			_, err := d.Drain(ctx, 0)
-			drained <- err
+			err := d.Emit(ctx, "ev", capacity) // blocks: the ring is full
+			close(released)                    // what handler 1 waits for
+			emitted <- err
 		}()
-		synctest.Wait() // the Drain is inside the handler
-		shut := make(chan error, 1)
-		go func() { shut <- d.Shutdown(ctx) }()
-		synctest.Wait() // Shutdown waits for the Drain
-		select {
-		case err := <-shut:
-			t.Fatalf("Shutdown() returned %v while a Drain was inside a handler", err)
-		default:
+		synctest.Wait() // the emitter is blocked
+
+		start := time.Now() // synctest's fake clock: it moves only when all wait
+		wait := startRun(t, ctx, d)
+		if err := <-emitted; err != nil {
+			t.Errorf("blocked Emit = %v, want nil", err)
 		}
-		if err := d.Emit(ctx, "t", nil); !errors.Is(err, dispatcher.ErrClosed) {
-			t.Errorf("Emit during Shutdown error = %v, want ErrClosed", err)
+		if waited := time.Since(start); waited > dispatcher.RoomLook {
+			t.Errorf("the blocked Emit returned after %v, want at most RoomLook (%v)", waited, dispatcher.RoomLook)
 		}
-		close(release)
-		if err := <-shut; err != nil {
-			t.Errorf("Shutdown() error = %v, want nil", err)
+		if err := d.Shutdown(ctx); err != nil {
+			t.Errorf("Shutdown() error = %v", err)
 		}
-		if err := <-drained; err != nil && !errors.Is(err, dispatcher.ErrClosed) {
-			t.Errorf("Drain(0) error = %v, want nil or ErrClosed", err)
+		if err := wait(); err != nil {
+			t.Errorf("Run() error = %v", err)
 		}
-		checkCalls(t, "after Shutdown", &l, "h:1", "h:2")
-		if st := d.Stats(); st.Dropped != 0 || st.Queued != 0 {
-			t.Errorf("Stats() = %+v, want nothing dropped or queued", st)
+		if got := delivered.Load(); got != capacity+1 {
+			t.Errorf("delivered %d events, want %d", got, capacity+1)
 		}
 	})
 }

@@ -1,12 +1,15 @@
 package dispatcher_test
 
-// Retries with backoff (behaviour 8), on synctest's fake clock: no test
-// here sleeps for real.
+// Retries: which calls are retried, when (backoffs run on synctest's fake
+// clock: no test here sleeps for real), and their budget under Run's load.
 
 import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"testing/synctest"
 	"time"
@@ -14,31 +17,124 @@ import (
 	"github.com/ringbus/ringbus/dispatcher"
 )
 
-// linearBackoff is the backoff of these tests: call k+1 is due k seconds
-// after call k failed.
-func linearBackoff(attempt int) time.Duration { return time.Duration(attempt) * time.Second }
+func TestRetryOnlyTheFailedSubscriber(t *testing.T) {
+	d := newDispatcher(t, dispatcher.WithRetry(3, nil))
+	var l callLog
+	fail := errors.New("fail")
+	subscribe(t, d, "t", l.handler("good", nil))
+	bad := subscribe(t, d, "t", l.handler("bad", fail))
+	emitTopics(t, d, "t")
 
-// timedCalls records "#attempt@elapsed" for each handler call.
-type timedCalls struct {
-	start time.Time
-	log   callLog
+	n, err := d.Drain(context.Background(), 0)
+	if n != 3 {
+		t.Errorf("Drain(0) = %d, want 3 (the event and two retries)", n)
+	}
+	if !errors.Is(err, fail) {
+		t.Errorf("Drain(0) error = %v, want it to wrap the handler's error", err)
+	}
+	if hes := handlerErrors(err); len(hes) != 1 || hes[0].Attempt != 3 {
+		t.Errorf("Drain(0) error reports %d failures (%v), want the one dead letter, attempt 3", len(hes), err)
+	}
+	checkCalls(t, "retries", &l, "good:1", "bad:1", "bad:1#2", "bad:1#3")
+	st := d.Stats()
+	want := dispatcher.Stats{Emitted: 1, Delivered: 1, Failed: 3, Retried: 2, DeadLettered: 1, DeadLetters: 1}
+	if st != want {
+		t.Errorf("Stats() = %+v, want %+v", st, want)
+	}
+	dls := d.DeadLetters()
+	if len(dls) != 1 || dls[0].Attempts != 3 || dls[0].Event.Attempt != 3 || dls[0].Subscriber != bad.Name() || !errors.Is(dls[0].Err, fail) {
+		t.Errorf("DeadLetters() = %+v, want one of %s after 3 attempts", dls, bad.Name())
+	}
 }
 
-func (c *timedCalls) record(e dispatcher.Event) {
-	c.log.add("%d#%d@%v", e.ID, e.Attempt, time.Since(c.start))
+func TestRetryThatSucceedsIsNoDeadLetter(t *testing.T) {
+	d := newDispatcher(t, dispatcher.WithRetry(3, nil))
+	var l callLog
+	subscribe(t, d, "t", func(ctx context.Context, e dispatcher.Event) error {
+		l.add("flaky:%d#%d", e.ID, e.Attempt)
+		if e.Attempt < 2 {
+			return errors.New("not yet")
+		}
+		return nil
+	})
+	emitTopics(t, d, "t")
+	if n, err := d.Drain(context.Background(), 0); n != 2 || err != nil {
+		t.Errorf("Drain(0) = %d, %v, want 2, nil (a retried failure is not reported)", n, err)
+	}
+	checkCalls(t, "flaky handler", &l, "flaky:1#1", "flaky:1#2")
+	if st := d.Stats(); st.Delivered != 1 || st.Failed != 1 || st.Retried != 1 || st.DeadLettered != 0 || len(d.DeadLetters()) != 0 {
+		t.Errorf("Stats() = %+v, DeadLetters() = %v, want Delivered 1, Failed 1, Retried 1, no dead letter", st, d.DeadLetters())
+	}
+}
+
+func TestRetryWithNilBackoffRunsOnTheNextTick(t *testing.T) {
+	ctx := context.Background()
+	d := newDispatcher(t, dispatcher.WithRetry(3, nil))
+	var l callLog
+	fail := errors.New("fail")
+	subscribe(t, d, "t", l.handler("good", nil))
+	subscribe(t, d, "t", l.handler("bad", fail))
+	emitTopics(t, d, "t")
+
+	steps := []struct {
+		n        int
+		dead     bool
+		calls    []string
+		retrying int
+	}{
+		{n: 1, calls: []string{"good:1", "bad:1"}, retrying: 1},
+		{n: 1, calls: []string{"good:1", "bad:1", "bad:1#2"}, retrying: 1},
+		{n: 1, dead: true, calls: []string{"good:1", "bad:1", "bad:1#2", "bad:1#3"}},
+		{n: 0, calls: []string{"good:1", "bad:1", "bad:1#2", "bad:1#3"}},
+	}
+	for i, s := range steps {
+		n, err := d.Tick(ctx)
+		if n != s.n {
+			t.Errorf("Tick #%d = %d, want %d", i+1, n, s.n)
+		}
+		if got := errors.Is(err, fail); got != s.dead {
+			t.Errorf("Tick #%d error = %v, want a dead letter reported: %v", i+1, err, s.dead)
+		}
+		checkCalls(t, fmt.Sprintf("after Tick #%d", i+1), &l, s.calls...)
+		if r := d.Stats().Retrying; r != s.retrying {
+			t.Errorf("after Tick #%d: Stats().Retrying = %d, want %d", i+1, r, s.retrying)
+		}
+	}
+}
+
+func TestRetryQueueFullMakesADeadLetterAtOnce(t *testing.T) {
+	// The retry queue holds as many jobs as the capacity: 1 here. The
+	// second failure of the event finds it full and is dead-lettered
+	// without a retry.
+	d := newDispatcher(t, dispatcher.WithCapacity(1), dispatcher.WithRetry(2, nil))
+	var l callLog
+	fail := errors.New("fail")
+	subscribe(t, d, "t", l.handler("a", fail), dispatcher.WithName("a"))
+	subscribe(t, d, "t", l.handler("b", fail), dispatcher.WithName("b"))
+	emitTopics(t, d, "t")
+	drainIgnoringFailures(t, d)
+
+	checkCalls(t, "calls", &l, "a:1", "b:1", "a:1#2")
+	var got []string
+	for _, dl := range d.DeadLetters() {
+		got = append(got, fmt.Sprintf("%s after %d", dl.Subscriber, dl.Attempts))
+	}
+	if want := []string{"b after 1", "a after 2"}; !slices.Equal(got, want) {
+		t.Errorf("DeadLetters() = %q, want %q", got, want)
+	}
 }
 
 func TestRetryBackoffTiming(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		ctx := context.Background()
 		fail := errors.New("fail")
-		d := mustNewDispatcher(t, dispatcher.WithRetry(3, linearBackoff))
+		d := newDispatcher(t, dispatcher.WithRetry(3, linearBackoff))
 		calls := timedCalls{start: time.Now()}
-		mustSubscribe(t, d, "t", func(_ context.Context, e dispatcher.Event) error {
+		subscribe(t, d, "t", func(_ context.Context, e dispatcher.Event) error {
 			calls.record(e)
 			return fail
 		})
-		mustEmit(t, d, "t")
+		emitTopics(t, d, "t")
 
 		steps := []struct {
 			sleep    time.Duration // before the Drain
@@ -81,9 +177,9 @@ func TestRetryBackoffTiming(t *testing.T) {
 
 func TestRetryNotDueDoesNotKeepDrainGoing(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		d := mustNewDispatcher(t, dispatcher.WithRetry(2, linearBackoff))
-		mustSubscribe(t, d, "t", func(context.Context, dispatcher.Event) error { return errors.New("fail") })
-		mustEmit(t, d, "t")
+		d := newDispatcher(t, dispatcher.WithRetry(2, linearBackoff))
+		subscribe(t, d, "t", func(context.Context, dispatcher.Event) error { return errors.New("fail") })
+		emitTopics(t, d, "t")
 		start := time.Now()
 		if n, err := d.Drain(context.Background(), 0); n != 1 || err != nil {
 			t.Errorf("Drain(0) = %d, %v, want 1, nil", n, err)
@@ -100,19 +196,19 @@ func TestRetryNotDueDoesNotKeepDrainGoing(t *testing.T) {
 func TestTickTakesOnlyRetriesThatAreDue(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		ctx := context.Background()
-		d := mustNewDispatcher(t, dispatcher.WithRetry(2, func(int) time.Duration { return time.Second }))
+		d := newDispatcher(t, dispatcher.WithRetry(2, func(int) time.Duration { return time.Second }))
 		calls := timedCalls{start: time.Now()}
-		mustSubscribe(t, d, "t", func(_ context.Context, e dispatcher.Event) error {
+		subscribe(t, d, "t", func(_ context.Context, e dispatcher.Event) error {
 			calls.record(e)
 			return errors.New("fail")
 		})
 
-		mustEmit(t, d, "t") // event 1 fails at 0s: retry due at 1s
+		emitTopics(t, d, "t") // event 1 fails at 0s: retry due at 1s
 		if n, _ := d.Tick(ctx); n != 1 {
 			t.Errorf("Tick() at 0s = %d, want 1", n)
 		}
 		advanceClock(500 * time.Millisecond)
-		mustEmit(t, d, "t") // event 2 fails at 0.5s: retry due at 1.5s
+		emitTopics(t, d, "t") // event 2 fails at 0.5s: retry due at 1.5s
 		if n, _ := d.Tick(ctx); n != 1 {
 			t.Errorf("Tick() at 0.5s = %d, want 1", n)
 		}
@@ -147,10 +243,10 @@ func TestRetryBackoffGetsTheFailedAttempt(t *testing.T) {
 			asked = append(asked, attempt)
 			return 0
 		}
-		d := mustNewDispatcher(t, dispatcher.WithRetry(4, backoff))
-		mustSubscribe(t, d, "t", func(context.Context, dispatcher.Event) error { return errors.New("fail") })
-		mustEmit(t, d, "t")
-		if n := mustDrainIgnoringFailures(t, d); n != 4 {
+		d := newDispatcher(t, dispatcher.WithRetry(4, backoff))
+		subscribe(t, d, "t", func(context.Context, dispatcher.Event) error { return errors.New("fail") })
+		emitTopics(t, d, "t")
+		if n := drainIgnoringFailures(t, d); n != 4 {
 			t.Errorf("Drain(0) = %d, want 4", n)
 		}
 		if want := []int{1, 2, 3}; fmt.Sprint(asked) != fmt.Sprint(want) {
@@ -159,114 +255,23 @@ func TestRetryBackoffGetsTheFailedAttempt(t *testing.T) {
 	})
 }
 
-func TestShutdownWithoutRunWaitsForPendingRetries(t *testing.T) {
-	synctest.Test(t, func(t *testing.T) {
-		d := mustNewDispatcher(t, dispatcher.WithRetry(3, linearBackoff))
-		calls := timedCalls{start: time.Now()}
-		mustSubscribe(t, d, "t", func(_ context.Context, e dispatcher.Event) error {
-			calls.record(e)
-			if e.Attempt < 3 {
-				return errors.New("not yet")
-			}
-			return nil
-		})
-		mustEmit(t, d, "t")
-
-		if err := d.Shutdown(context.Background()); err != nil {
-			t.Fatalf("Shutdown() error = %v", err)
-		}
-		if took := time.Since(calls.start); took != 3*time.Second {
-			t.Errorf("Shutdown() took %v of fake time, want 3s (backoffs 1s + 2s)", took)
-		}
-		checkCalls(t, "after Shutdown", &calls.log, "1#1@0s", "1#2@1s", "1#3@3s")
-		st := d.Stats()
-		if st.Delivered != 1 || st.Failed != 2 || st.Retried != 2 || st.Dropped != 0 || st.DeadLettered != 0 || st.Retrying != 0 {
-			t.Errorf("Stats() = %+v, want Delivered 1, Failed 2, Retried 2, nothing dropped, dead or retrying", st)
-		}
-		if err := d.Emit(context.Background(), "t", nil); !errors.Is(err, dispatcher.ErrClosed) {
-			t.Errorf("Emit after Shutdown error = %v, want ErrClosed", err)
-		}
-	})
-}
-
-func TestShutdownWithoutRunAfterDrainWaitsForTheRetry(t *testing.T) {
-	synctest.Test(t, func(t *testing.T) {
-		d := mustNewDispatcher(t, dispatcher.WithRetry(2, linearBackoff))
-		calls := timedCalls{start: time.Now()}
-		mustSubscribe(t, d, "t", func(_ context.Context, e dispatcher.Event) error {
-			calls.record(e)
-			if e.Attempt == 1 {
-				return errors.New("once")
-			}
-			return nil
-		})
-		mustEmit(t, d, "t")
-		mustDrain(t, d) // the first call fails; the retry waits
-		advanceClock(400 * time.Millisecond)
-		if err := d.Shutdown(context.Background()); err != nil {
-			t.Fatalf("Shutdown() error = %v", err)
-		}
-		checkCalls(t, "after Shutdown", &calls.log, "1#1@0s", "1#2@1s")
-	})
-}
-
-func TestShutdownWithoutRunContextEndsBeforeRetryIsDue(t *testing.T) {
-	synctest.Test(t, func(t *testing.T) {
-		d := mustNewDispatcher(t, dispatcher.WithRetry(2, func(int) time.Duration { return 10 * time.Second }))
-		calls := timedCalls{start: time.Now()}
-		mustSubscribe(t, d, "t", func(_ context.Context, e dispatcher.Event) error {
-			calls.record(e)
-			return errors.New("fail")
-		})
-		mustEmit(t, d, "t")
-
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		err := d.Shutdown(ctx)
-		if !errors.Is(err, context.DeadlineExceeded) {
-			t.Errorf("Shutdown(5s) with a retry due at 10s error = %v, want context.DeadlineExceeded", err)
-		}
-		if took := time.Since(calls.start); took != 5*time.Second {
-			t.Errorf("Shutdown(5s) took %v of fake time, want 5s", took)
-		}
-		checkCalls(t, "after Shutdown", &calls.log, "1#1@0s")
-		st := d.Stats()
-		if st.Dropped != 1 || st.Retrying != 0 || st.Retried != 0 || st.DeadLettered != 0 {
-			t.Errorf("Stats() = %+v, want Dropped 1 (the retry), Retrying 0, Retried 0, DeadLettered 0", st)
-		}
-
-		// The dispatcher is closed, and stays so.
-		advanceClock(time.Minute)
-		if n, err := d.Drain(context.Background(), 0); n != 0 || !errors.Is(err, dispatcher.ErrClosed) {
-			t.Errorf("Drain(0) after the failed Shutdown = %d, %v, want 0, ErrClosed", n, err)
-		}
-		if err := d.Emit(context.Background(), "t", nil); !errors.Is(err, dispatcher.ErrClosed) {
-			t.Errorf("Emit after the failed Shutdown error = %v, want ErrClosed", err)
-		}
-		if err := d.Shutdown(context.Background()); err != nil {
-			t.Errorf("second Shutdown() error = %v, want nil", err)
-		}
-		checkCalls(t, "a minute later", &calls.log, "1#1@0s")
-	})
-}
-
 func TestRedeliverRunsAtOnceWhateverTheBackoff(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		ctx := context.Background()
-		d := mustNewDispatcher(t, dispatcher.WithRetry(2, func(int) time.Duration { return time.Hour }))
+		d := newDispatcher(t, dispatcher.WithRetry(2, func(int) time.Duration { return time.Hour }))
 		calls := timedCalls{start: time.Now()}
 		healed := false
-		mustSubscribe(t, d, "t", func(_ context.Context, e dispatcher.Event) error {
+		subscribe(t, d, "t", func(_ context.Context, e dispatcher.Event) error {
 			calls.record(e)
 			if !healed {
 				return errors.New("down")
 			}
 			return nil
 		})
-		mustEmit(t, d, "t")
-		mustDrain(t, d)
+		emitTopics(t, d, "t")
+		drain(t, d)
 		advanceClock(time.Hour)
-		mustDrainIgnoringFailures(t, d) // the retry fails: dead letter
+		drainIgnoringFailures(t, d) // the retry fails: dead letter
 		healed = true
 		if n, err := d.Redeliver(ctx); n != 1 || err != nil {
 			t.Fatalf("Redeliver() = %d, %v, want 1, nil", n, err)
@@ -278,8 +283,52 @@ func TestRedeliverRunsAtOnceWhateverTheBackoff(t *testing.T) {
 	})
 }
 
-// advanceClock moves synctest's fake clock on by d. It is time.Sleep, and
-// every call is inside a synctest bubble: there a sleep returns as soon as
-// every goroutine of the bubble waits, with the clock moved by d, so no
-// test waits in real time.
-func advanceClock(d time.Duration) { time.Sleep(d) }
+// TestRunRetryWithoutBackoffKeepsBudgetUnderLoad: with WithRetry(2, nil),
+// a pair that fails once is retried at once under Run and succeeds. The
+// retry queue holds as many jobs as the capacity and workers take ready
+// retries before new events, so a retry may only be refused when that many
+// retries are outstanding, which a load of 4 workers taking 32 events at
+// a time never comes near: no pair may become a dead letter.
+func TestRunRetryWithoutBackoffKeepsBudgetUnderLoad(t *testing.T) {
+	const producers = 8
+	events := sizeFor(100_000, 20_000)
+	ctx := context.Background()
+	d := newDispatcher(t, dispatcher.WithWorkers(4), dispatcher.WithCapacity(1024), dispatcher.WithRetry(2, nil), dispatcher.WithDeadLetterLimit(events))
+	var calls, ok atomic.Int64
+	subscribe(t, d, "load", func(ctx context.Context, e dispatcher.Event) error {
+		calls.Add(1)
+		if e.Payload.(int)%3 == 0 && e.Attempt == 1 {
+			return errors.New("fails on the first call only")
+		}
+		ok.Add(1)
+		return nil
+	})
+	wait := startRun(t, ctx, d)
+	var wg sync.WaitGroup
+	errs := make([]error, producers)
+	for pr := range producers {
+		wg.Go(func() {
+			for p := pr; p < events; p += producers {
+				if err := d.Emit(ctx, "load", p); err != nil {
+					errs[pr] = err
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	shutdownAfterProducers(t, ctx, d, wait, errs)
+	retryable := (events + 2) / 3
+	if dl := d.DeadLetters(); len(dl) > 0 {
+		t.Errorf("%d of %d pairs that fail only on their first call became dead letters after 1 call, want 0: "+
+			"a retry due at once must reach the workers at once (if it waits for something that lags under load, "+
+			"the retry queue, bounded by the capacity, fills up); first: %+v", len(dl), retryable, dl[0])
+	}
+	if got := ok.Load(); got != int64(events) {
+		t.Errorf("%d events handled successfully, want %d", got, events)
+	}
+	st := d.Stats()
+	if st.Retried+st.DeadLettered != uint64(retryable) || st.Failed != uint64(retryable) {
+		t.Errorf("Stats() = %+v, want Failed %d = Retried + DeadLettered", st, retryable)
+	}
+}

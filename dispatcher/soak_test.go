@@ -1,4 +1,7 @@
-package dispatcher
+package dispatcher_test
+
+// A soak of Run: producers, workers, retries, panics and dead letters,
+// with every (event, subscriber) pair accounted for.
 
 import (
 	"context"
@@ -8,6 +11,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/ringbus/ringbus/dispatcher"
 )
 
 // The soak subscribers, by index.
@@ -64,17 +69,17 @@ type soakSub struct {
 	inflight []atomic.Int32
 }
 
-// rtSoak runs events events through 8 producers (Block), 4 workers and 3
+// runSoak runs events events through 8 producers (Block), 4 workers and 3
 // subscribers with retries, panics and dead letters, then Shutdown, and
 // checks that every (event, subscriber) pair is delivered exactly once or
 // dead-lettered exactly once and that Stats agrees with the handlers' own
 // counts.
-func rtSoak(t *testing.T, events int) {
+func runSoak(t *testing.T, events int) {
 	t.Helper()
 	const producers, workers, nkeys = 8, 4, 32
 	ctx := context.Background()
-	d := rtNew(t, WithWorkers(workers), WithCapacity(1024), WithOverflow(Block),
-		WithRetry(3, nil), WithDeadLetterLimit(events+1))
+	d := newDispatcher(t, dispatcher.WithWorkers(workers), dispatcher.WithCapacity(1024), dispatcher.WithOverflow(dispatcher.Block),
+		dispatcher.WithRetry(3, nil), dispatcher.WithDeadLetterLimit(events+1))
 	keys := make([]string, nkeys)
 	for i := range keys {
 		keys[i] = fmt.Sprintf("k%d", i)
@@ -84,7 +89,7 @@ func rtSoak(t *testing.T, events int) {
 	for s := range soakSubs {
 		ss := &soakSub{ok: make([]atomic.Uint32, events), perCall: make([]atomic.Uint32, events), inflight: make([]atomic.Int32, nkeys)}
 		subs[s] = ss
-		rtOn(t, d, "soak.>", func(hctx context.Context, e Event) error {
+		subscribe(t, d, "soak.>", func(hctx context.Context, e dispatcher.Event) error {
 			p := e.Payload.(int)
 			ss.calls.Add(1)
 			if n := ss.perCall[p].Add(1); int(n) != e.Attempt {
@@ -111,11 +116,11 @@ func rtSoak(t *testing.T, events int) {
 			}
 			ss.ok[p].Add(1)
 			return nil
-		}, WithName(soakNames[s]))
+		}, dispatcher.WithName(soakNames[s]))
 	}
 
 	start := time.Now()
-	wait := rtStartRun(t, ctx, d)
+	wait := startRun(t, ctx, d)
 	accepted := make([]uint64, producers)
 	errs := make([]error, producers)
 	var wg sync.WaitGroup
@@ -123,7 +128,7 @@ func rtSoak(t *testing.T, events int) {
 		topic := fmt.Sprintf("soak.p%d", pr)
 		wg.Go(func() {
 			for p := pr; p < events; p += producers {
-				e := Event{Topic: topic, Payload: p}
+				e := dispatcher.Event{Topic: topic, Payload: p}
 				if p%5 == 0 {
 					e.Key = keys[p%nkeys]
 				}
@@ -138,10 +143,10 @@ func rtSoak(t *testing.T, events int) {
 	wg.Wait()
 	emitted := time.Since(start)
 	if err := d.Shutdown(ctx); err != nil {
-		t.Errorf("Shutdown = %v", err)
+		t.Errorf("Shutdown() error = %v", err)
 	}
 	if err := wait(); err != nil {
-		t.Errorf("Run = %v", err)
+		t.Errorf("Run() error = %v", err)
 	}
 	elapsed := time.Since(start)
 	var sumAccepted uint64
@@ -185,7 +190,7 @@ func rtSoak(t *testing.T, events int) {
 			early++
 		}
 		_, panics := soakOutcome(s, p, dl.Attempts)
-		var pe *PanicError
+		var pe *dispatcher.PanicError
 		if panics != errors.As(dl.Err, &pe) {
 			t.Errorf("dead letter %s/%d, attempt %d: Err = %v, want a *PanicError: %v", dl.Subscriber, p, dl.Attempts, dl.Err, panics)
 		}
@@ -269,7 +274,7 @@ func rtSoak(t *testing.T, events int) {
 	}
 
 	st := d.Stats()
-	want := Stats{
+	want := dispatcher.Stats{
 		Emitted:      sumAccepted,
 		Delivered:    sumOK,
 		Failed:       sumFail,
@@ -278,9 +283,9 @@ func rtSoak(t *testing.T, events int) {
 		DeadLetters:  len(dls),
 	}
 	if st != want {
-		t.Errorf("Stats = %+v\nwant    %+v", st, want)
+		t.Errorf("Stats() = %+v\nwant      %+v", st, want)
 	}
-	t.Logf("%d events, %d producers, %d workers: emitted in %v, shut down after %v (%.0f events/s); Stats %+v",
+	t.Logf("%d events, %d producers, %d workers: emitted in %v, shut down after %v (%.0f events/s); Stats() %+v",
 		events, producers, workers, emitted.Round(time.Millisecond), elapsed.Round(time.Millisecond),
 		float64(events)/elapsed.Seconds(), st)
 }
@@ -289,9 +294,5 @@ func rtSoak(t *testing.T, events int) {
 // through the whole runtime. The long version is TestStressSoak, behind the
 // stress build tag.
 func TestRunSoak(t *testing.T) {
-	events := 200_000
-	if testing.Short() {
-		events = 20_000
-	}
-	rtSoak(t, events)
+	runSoak(t, sizeFor(200_000, 20_000))
 }

@@ -178,8 +178,9 @@ func (b *Bus) newClient(ownsBus bool) (*PubSub, error) {
 func (b *Bus) Dispatcher() *dispatcher.Dispatcher { return b.d }
 
 // RingbusTopic returns the ringbus topic that watermill topic t is emitted
-// on: TopicPrefix + "." + t, where '%', '*' and '>' are escaped as "%25",
-// "%2A" and "%3E" and an empty token becomes "%". The mapping is
+// on: TopicPrefix + "." + t, where every byte but ASCII letters, digits,
+// '-' and '.' is escaped as '_' and two hex digits ("a b" as "a_20b") and
+// an empty token becomes "_". The mapping is
 // one-to-one, and keeps the dots of t as token separators.
 func (b *Bus) RingbusTopic(t string) string { return escapeTopic(b.prefix, t) }
 

@@ -29,11 +29,13 @@
 // # Topics
 //
 // A watermill topic is any string; a ringbus topic is dot-separated
-// non-empty tokens without '*' or '>'. Watermill topic t is emitted on
-// TopicPrefix + "." + escape(t) (Bus.RingbusTopic; TopicPrefix defaults to
-// "watermill"): dots stay token separators, '%', '*' and '>' become
-// "%25", "%2A" and "%3E", and an empty token becomes "%". The mapping is
-// one-to-one, so a ringbus handler can observe watermill traffic:
+// tokens of ASCII letters, digits, '_' and '-', at most 255 bytes.
+// Watermill topic t is emitted on TopicPrefix + "." + escape(t)
+// (Bus.RingbusTopic; TopicPrefix defaults to "watermill"): dots stay token
+// separators, ASCII letters, digits and '-' stay as they are, every other
+// byte becomes '_' and two upper-case hex digits ("a b" becomes "a_20b"),
+// and an empty token becomes "_". A topic whose image would exceed 255
+// bytes is refused with dispatcher.ErrBadTopic. The mapping is one-to-one, so a ringbus handler can observe watermill traffic:
 // On("watermill.orders.*", ...) sees the messages of "orders.created" as
 // *Envelope payloads.
 //

@@ -2,6 +2,7 @@ package watermillbus
 
 import (
 	"context"
+	"errors"
 	"testing"
 
 	"github.com/ringbus/ringbus/dispatcher"
@@ -15,17 +16,19 @@ func TestEscapeTopic(t *testing.T) {
 		{give: "orders", want: "watermill.orders"},
 		{give: "orders.eu.created", want: "watermill.orders.eu.created"},
 		{give: "topic-6f1c0c1e-2b4e-4f7e-9a57-0b3f3c4b5d6e", want: "watermill.topic-6f1c0c1e-2b4e-4f7e-9a57-0b3f3c4b5d6e"},
-		{give: "", want: "watermill.%"},
-		{give: ".", want: "watermill.%.%"},
-		{give: "a..b", want: "watermill.a.%.b"},
-		{give: ".a", want: "watermill.%.a"},
-		{give: "a.", want: "watermill.a.%"},
-		{give: "50%", want: "watermill.50%25"},
-		{give: "%", want: "watermill.%25"},
-		{give: "a*b", want: "watermill.a%2Ab"},
-		{give: "orders.*", want: "watermill.orders.%2A"},
-		{give: "orders.>", want: "watermill.orders.%3E"},
-		{give: "a b/c:d", want: "watermill.a b/c:d"},
+		{give: "", want: "watermill._"},
+		{give: ".", want: "watermill._._"},
+		{give: "a..b", want: "watermill.a._.b"},
+		{give: ".a", want: "watermill._.a"},
+		{give: "a.", want: "watermill.a._"},
+		{give: "50%", want: "watermill.50_25"},
+		{give: "_", want: "watermill._5F"},
+		{give: "a_b", want: "watermill.a_5Fb"},
+		{give: "a*b", want: "watermill.a_2Ab"},
+		{give: "orders.*", want: "watermill.orders._2A"},
+		{give: "orders.>", want: "watermill.orders._3E"},
+		{give: "a b/c:d", want: "watermill.a_20b_2Fc_3Ad"},
+		{give: "ü", want: "watermill._C3_BC"},
 	} {
 		got := escapeTopic("watermill", tt.give)
 		if got != tt.want {
@@ -44,12 +47,13 @@ func TestUnescapeTopicRejects(t *testing.T) {
 		"watermill",        // no token after the prefix
 		"watermill.",       // an empty token
 		"watermill.a..b",   // an empty token
-		"watermill.a%",     // a cut escape
-		"watermill.a%2",    // a cut escape
-		"watermill.a%41",   // not an escape escapeTopic writes
-		"watermill.a*",     // a wildcard byte
-		"watermill.%%",     // a '%' token is alone
-		"watermill.a.%25%", // a cut escape after a good one
+		"watermill.a_",     // a cut escape
+		"watermill.a_2",    // a cut escape
+		"watermill.a_41",   // an escaped letter: escapeTopic keeps letters
+		"watermill.a_2a",   // lower-case hex: escapeTopic writes upper case
+		"watermill.a*",     // a byte no token holds
+		"watermill.__",     // a lone '_' is a whole token
+		"watermill.a._25_", // a cut escape after a good one
 	} {
 		if got, ok := unescapeTopic("watermill", give); ok {
 			t.Errorf("unescapeTopic(%q) = %q, true, want false", give, got)
@@ -60,7 +64,7 @@ func TestUnescapeTopicRejects(t *testing.T) {
 // FuzzTopic checks that every watermill topic maps to a ringbus topic that
 // Emit accepts, and back to itself: the mapping is total and one-to-one.
 func FuzzTopic(f *testing.F) {
-	for _, s := range []string{"", ".", "a..b", "a.b", "%", "%25", "*", ">", "a*b.>", "topic-1"} {
+	for _, s := range []string{"", ".", "a..b", "a.b", "%", "_", "_5F", "*", ">", "a*b.>", "topic-1", "ü"} {
 		f.Add(s)
 	}
 	d, err := dispatcher.New(dispatcher.WithCapacity(1), dispatcher.WithOverflow(dispatcher.DropOldest))
@@ -69,7 +73,11 @@ func FuzzTopic(f *testing.F) {
 	}
 	f.Fuzz(func(t *testing.T, topic string) {
 		rb := escapeTopic("watermill", topic)
-		if err := d.Emit(context.Background(), rb, nil); err != nil {
+		err := d.Emit(context.Background(), rb, nil)
+		switch {
+		case len(rb) > 255 && !errors.Is(err, dispatcher.ErrBadTopic):
+			t.Fatalf("Emit(escapeTopic(%q)), %d bytes = %v, want ErrBadTopic", topic, len(rb), err)
+		case len(rb) <= 255 && err != nil:
 			t.Fatalf("Emit(escapeTopic(%q) = %q) = %v, want nil", topic, rb, err)
 		}
 		back, ok := unescapeTopic("watermill", rb)

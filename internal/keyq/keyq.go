@@ -159,6 +159,22 @@ func (q *Queue[T]) recycle(b *fifo.Queue[T]) {
 	q.spare = append(q.spare, b)
 }
 
+// TakeBacklogs removes every backlogged item, appending them to dst (the
+// backlogs one after the other, each oldest first), and returns dst. The
+// keys stay owned: their owners, still at work, release them as usual and
+// find nothing more. It is for dropping what waits while owners may still
+// be processing.
+func (q *Queue[T]) TakeBacklogs(dst []T) []T {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	for _, b := range q.owned {
+		q.n.Add(int64(-b.Len()))
+		dst = append(dst, b.Items()...)
+		b.Reset()
+	}
+	return dst
+}
+
 // Reset abandons every key, appending every backlog to dst (the backlogs
 // one after the other, each oldest first), and returns dst. It is for a
 // consumer pool that stopped: nobody owns anything afterwards.

@@ -802,3 +802,29 @@ func BenchmarkAdmitRelease(b *testing.B) {
 		})
 	}
 }
+
+// TestTakeBacklogs: the backlogs are taken in order, the keys stay owned,
+// and their owners release them as usual, finding nothing more.
+func TestTakeBacklogs(t *testing.T) {
+	q := keyq.New[string](8)
+	kept := q.Admit([]string{"a1", "a2", "b1", "a3", "b2"}, func(s *string) string { return (*s)[:1] })
+	if want := []string{"a1", "b1"}; !slices.Equal(kept, want) {
+		t.Fatalf("Admit kept %q, want %q", kept, want)
+	}
+	got := q.TakeBacklogs(nil)
+	slices.Sort(got)
+	if want := []string{"a2", "a3", "b2"}; !slices.Equal(got, want) {
+		t.Errorf("TakeBacklogs = %q, want %q", got, want)
+	}
+	if q.Len() != 0 || q.Owned() != 2 {
+		t.Errorf("after TakeBacklogs: Len %d, Owned %d; want 0 and 2", q.Len(), q.Owned())
+	}
+	for _, k := range []string{"a", "b"} {
+		if next, ok := q.Release(k); ok {
+			t.Errorf("Release(%q) = %q, true; want nothing left", k, next)
+		}
+	}
+	if q.Owned() != 0 {
+		t.Errorf("Owned() = %d after the releases, want 0", q.Owned())
+	}
+}

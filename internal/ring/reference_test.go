@@ -49,10 +49,10 @@ type refRing[T any] struct {
 }
 
 // newRef mirrors New: capacity rounds up to a power of two and a capacity
-// below 1 panics.
+// below 1 or above MaxCapacity panics.
 func newRef[T any](capacity int) *refRing[T] {
-	if capacity < 1 {
-		panic(fmt.Sprintf("ring: capacity %d is below 1", capacity))
+	if capacity < 1 || capacity > MaxCapacity {
+		panic(fmt.Sprintf("ring: capacity %d is out of range", capacity))
 	}
 	n := 1
 	for n < capacity {

@@ -1,5 +1,12 @@
-// Package ring is the bounded, lock-free, multi-producer multi-consumer
-// queue that sits between ringbus's producers and its workers.
+// Package ring is the bounded multi-producer multi-consumer FIFO queue that
+// sits between ringbus's producers and its workers, after Dmitry Vyukov's
+// bounded MPMC queue.
+//
+// It is non-blocking in the common case but not lock-free: a push or pop
+// claims a position with a CAS and then releases the position's slot with
+// a store, and a producer or consumer preempted between the two makes every
+// other one that reaches that slot wait (spinning, then yielding) until it
+// runs again. What it avoids is a lock on the common path, not waiting.
 package ring
 
 import (
@@ -8,8 +15,6 @@ import (
 	"runtime"
 	"sync/atomic"
 	"unsafe"
-
-	"github.com/ringbus/ringbus/internal/atomicx"
 )
 
 // falseSharingRange is the distance, in bytes, that keeps two hot words from
@@ -22,6 +27,16 @@ const falseSharingRange = 128
 
 // cacheLine is the size of a cache line on amd64 and most arm64 parts.
 const cacheLine = 64
+
+// wordSize is the size of a pointer; a slice header is three words. Ring's
+// padding uses it so that head and tail keep their offsets on 32-bit
+// platforms too.
+const wordSize = bits.UintSize / 8
+
+// MaxCapacity is the largest capacity New accepts: the largest power of two
+// an int holds on 32-bit platforms, so that Cap and Len fit an int
+// everywhere. A ring that large takes at least 8 GiB of slots.
+const MaxCapacity = 1 << 30
 
 // SlotSize returns the bytes a Ring[T] uses per position: T and its
 // sequence number. A caller that keeps it a multiple of 64 (padding T) gets
@@ -70,8 +85,9 @@ const spinsBeforeYield = 16
 // slot at the position they read is still owned by a goroutine that claimed
 // it but has not released it yet, they wait for it (spinning, then yielding)
 // rather than report a full or empty ring that is neither. That keeps every
-// call linearizable; the price is that a producer or consumer descheduled
-// inside its claim delays the ones that reach its slot next.
+// call linearizable; the price is that the ring is not lock-free: a
+// producer or consumer descheduled inside its claim delays the ones that
+// reach its slot next, for as long as it stays descheduled.
 //
 // The scheme needs at least two slots: with one, "ready for the consumer of
 // p" (p+1) would read as "free for the producer of p+1". A ring of capacity
@@ -95,26 +111,33 @@ type Ring[T any] struct {
 	lineMask uint64
 	perLine  uint8
 	lines    uint8
-	_        [falseSharingRange - 16 - 24 - 8 - 2]byte // all read-only after New
-	head     atomic.Uint64
-	_        [falseSharingRange - 8]byte
-	tail     atomic.Uint64 // closedBit | next push position
-	_        [falseSharingRange - 8]byte
+	// The fields above are read-only after New. The padding fills them out
+	// to falseSharingRange bytes (three uint64s, a three-word slice header
+	// and two bytes), so that head and tail each start a range of their
+	// own: TestLayout checks the offsets on every platform it runs on.
+	_    [falseSharingRange - 3*8 - 3*wordSize - 2]byte
+	head atomic.Uint64
+	_    [falseSharingRange - 8]byte
+	tail atomic.Uint64 // closedBit | next push position
+	_    [falseSharingRange - 8]byte
 }
 
 type slot[T any] struct {
-	seq uint64 // loaded with sync/atomic, stored with atomicx.StoreRelease64
+	// seq says whose turn the slot is (see Ring). Only the slot's owner
+	// stores to it, and the store hands the slot over.
+	seq atomic.Uint64
 	val T
 }
 
 // New returns an empty ring that holds capacity values, rounded up to a
-// power of two. A capacity below 1 is a programming error and panics.
+// power of two. A capacity below 1 or above MaxCapacity is a programming
+// error and panics.
 func New[T any](capacity int) *Ring[T] {
 	if capacity < 1 {
 		panic(fmt.Sprintf("ring: capacity %d is below 1", capacity))
 	}
-	if capacity > 1<<40 {
-		panic(fmt.Sprintf("ring: capacity %d is above 2^40", capacity))
+	if capacity > MaxCapacity {
+		panic(fmt.Sprintf("ring: capacity %d is above MaxCapacity (2^30)", capacity))
 	}
 	n := uint64(2) // see the type comment
 	for n < uint64(capacity) {
@@ -132,9 +155,7 @@ func New[T any](capacity int) *Ring[T] {
 	// stored in position order (k = 1): each position has lines of its
 	// own when the slot size is a multiple of the line, and a consumer
 	// taking a batch reads consecutive lines, which the hardware
-	// prefetches. With the dispatcher's 64-byte slots, position order
-	// took 4 to 13% less time per event than spreading in its throughput
-	// benchmark (three interleaved A/B runs).
+	// prefetches (BENCHMARKS.md has the measurement behind this choice).
 	k := uint64(1)
 	size := uint64(SlotSize[T]())
 	for size < cacheLine && 2*k*size <= falseSharingRange && 2*k <= n/2 {
@@ -145,7 +166,7 @@ func New[T any](capacity int) *Ring[T] {
 	r.perLine = uint8(bits.TrailingZeros64(k))
 	r.lines = uint8(bits.TrailingZeros64(blocks))
 	for i := range n {
-		r.slot(i).seq = i
+		r.slot(i).seq.Store(i)
 	}
 	return r
 }
@@ -195,7 +216,7 @@ func (r *Ring[T]) TryPush(v T) bool {
 			return false
 		}
 		s := r.slot(pos)
-		seq := atomic.LoadUint64(&s.seq)
+		seq := s.seq.Load()
 		switch {
 		case seq == pos:
 			// The slot is free for position pos. Claim it; on success it
@@ -205,15 +226,15 @@ func (r *Ring[T]) TryPush(v T) bool {
 			}
 			if r.tail.CompareAndSwap(pos, pos+1) {
 				s.val = v
-				atomicx.StoreRelease64(&s.seq, pos+1)
+				// Hand the slot to the consumer of pos: whoever loads
+				// pos+1 sees v. Store is sequentially consistent, more
+				// than this needs; BENCHMARKS.md says why it is not a
+				// release-only store.
+				s.seq.Store(pos + 1)
 				return true
 			}
-			// Another producer won. Back off before trying again, so that
-			// the winner finishes with the tail's line before we take it
-			// back: with 4 producers on 2 cores, retrying at once cost
-			// BenchmarkThroughput up to 40% in the machine's slow periods.
-			fails++
-			atomicx.Pause(1 << min(fails, 6))
+			// Another producer won.
+			fails = lostCAS(fails)
 			pos = r.tail.Load()
 		case seq < pos:
 			// The slot still holds the value from the previous lap. The
@@ -269,7 +290,7 @@ func (r *Ring[T]) TryPopShare(dst []T, parts int) (n int, first uint64) {
 func (r *Ring[T]) Ready() bool {
 	for {
 		pos := r.head.Load()
-		seq := atomic.LoadUint64(&r.slot(pos).seq)
+		seq := r.slot(pos).seq.Load()
 		switch {
 		case seq == pos+1:
 			return true
@@ -290,7 +311,7 @@ func (r *Ring[T]) pop(dst []T, parts int) (int, uint64) {
 	for {
 		// Count the ready slots from pos on: ready means seq == p+1.
 		var n uint64
-		for n < limit && atomic.LoadUint64(&r.slot(pos+n).seq) == pos+n+1 {
+		for n < limit && r.slot(pos+n).seq.Load() == pos+n+1 {
 			n++
 		}
 		if n > 0 {
@@ -299,8 +320,8 @@ func (r *Ring[T]) pop(dst []T, parts int) (int, uint64) {
 			// its consumer releases it, and only the CAS winner consumes
 			// it, so the slots we counted are still ready after the CAS.
 			if !r.head.CompareAndSwap(pos, pos+n) {
-				fails++ // another consumer won: back off as TryPush does
-				atomicx.Pause(1 << min(fails, 6))
+				// Another consumer won.
+				fails = lostCAS(fails)
 				pos = r.head.Load()
 				continue
 			}
@@ -309,11 +330,13 @@ func (r *Ring[T]) pop(dst []T, parts int) (int, uint64) {
 				s := r.slot(pos + i)
 				dst[i] = s.val
 				s.val = zero
-				atomicx.StoreRelease64(&s.seq, pos+i+r.mask+1)
+				// Hand the slot to the producer of the next lap, with
+				// the value cleared.
+				s.seq.Store(pos + i + r.mask + 1)
 			}
 			return int(n), pos
 		}
-		seq := atomic.LoadUint64(&r.slot(pos).seq)
+		seq := r.slot(pos).seq.Load()
 		if seq > pos+1 {
 			// Another consumer took pos already; catch up.
 			pos = r.head.Load()
@@ -337,6 +360,23 @@ func backoff(spins int) int {
 	runtime.Gosched()
 	return spins
 }
+
+// lostCAS counts one more lost CAS on head or tail, waits for 2^count
+// loads (at most 64) of a line nobody writes, and returns the count.
+// Retrying at once would take the line back from the winner before it
+// finishes with it. Go has no portable pause instruction; the loads stand
+// in for one.
+func lostCAS(fails int) int {
+	fails++
+	for range 1 << min(fails, 6) {
+		spinSink.Load()
+	}
+	return fails
+}
+
+// spinSink is what lostCAS loads: never stored to, so its cache line
+// stays shared by every core and the loop adds no traffic.
+var spinSink atomic.Uint64
 
 // noCopy lets go vet's copylocks check flag copies of a Ring.
 type noCopy struct{}

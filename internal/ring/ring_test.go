@@ -365,7 +365,7 @@ func TestCapacity(t *testing.T) {
 func TestNewPanics(t *testing.T) {
 	for _, impl := range impls {
 		t.Run("impl="+impl, func(t *testing.T) {
-			for _, give := range []int{0, -1} {
+			for _, give := range []int{0, -1, MaxCapacity + 1} {
 				func() {
 					defer func() {
 						if recover() == nil {
@@ -854,6 +854,68 @@ func TestLineSizedSlotsAreAligned(t *testing.T) {
 				t.Errorf("New(%d): position %d is not slot %d: line-sized slots are not in position order", capacity, pos, pos)
 				break
 			}
+		}
+	}
+}
+
+// TestLayout checks the offsets Ring's padding promises: head and tail
+// each start a falseSharingRange of their own, on 32-bit platforms too.
+func TestLayout(t *testing.T) {
+	var r Ring[int]
+	tests := []struct {
+		name string
+		give uintptr
+		want uintptr
+	}{
+		{"Offsetof(head)", unsafe.Offsetof(r.head), falseSharingRange},
+		{"Offsetof(tail)", unsafe.Offsetof(r.tail), 2 * falseSharingRange},
+		{"Sizeof(Ring)", unsafe.Sizeof(r), 3 * falseSharingRange},
+	}
+	for _, tt := range tests {
+		if tt.give != tt.want {
+			t.Errorf("%s = %d, want %d", tt.name, tt.give, tt.want)
+		}
+	}
+}
+
+// TestSmallElements runs a Ring of 4-byte and 1-byte values, whose slots
+// are smaller than the 8-byte-aligned sequence number would be on its own
+// on 32-bit platforms (where a bare uint64 field is only 4-byte aligned):
+// every slot's sequence number must still be usable atomically.
+func TestSmallElements(t *testing.T) {
+	t.Run("int32", func(t *testing.T) { testSmallElements[int32](t) })
+	t.Run("byte", func(t *testing.T) { testSmallElements[byte](t) })
+}
+
+func testSmallElements[T int32 | byte](t *testing.T) {
+	const capacity = 8
+	r := New[T](capacity)
+	next := 0 // the next value to pop
+	dst := make([]T, 3)
+	for lap := range 3 {
+		for i := range capacity {
+			if v := T(lap*capacity + i); !r.TryPush(v) {
+				t.Fatalf("lap %d: TryPush(%d) = false, want true", lap, v)
+			}
+		}
+		if got, ok := r.TryPop(); !ok || got != T(next) {
+			t.Errorf("lap %d: TryPop() = %d, %v, want %d, true", lap, got, ok, next)
+		}
+		next++
+		for next < (lap+1)*capacity {
+			n, first := r.TryPopN(dst)
+			if n == 0 || first != uint64(next) {
+				t.Fatalf("lap %d: TryPopN(len %d) = %d, %d, want at least 1, %d", lap, len(dst), n, first, next)
+			}
+			for _, v := range dst[:n] {
+				if v != T(next) {
+					t.Errorf("lap %d: TryPopN gave %d, want %d", lap, v, next)
+				}
+				next++
+			}
+		}
+		if got, ok := r.TryPop(); ok {
+			t.Errorf("lap %d: TryPop() = %d, true on an empty ring", lap, got)
 		}
 	}
 }

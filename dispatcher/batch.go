@@ -1,0 +1,135 @@
+package dispatcher
+
+import "context"
+
+// errStopped is what interrupted reports for a consumer's ctx; the caller
+// turns it into the ctx's own error.
+var errStopped = context.Canceled
+
+// runBatch is the batch loop of every consumer: Run's workers, Tick, Drain
+// and Shutdown's drain. It processes jobs, which p took, in order, and
+// returns how many it processed. Before each job it checks done and the
+// dispatcher's state: when either says stop, the rest is handed back
+// (dropped if the dispatcher closed) and runBatch returns ErrClosed or
+// errStopped.
+//
+// Under Run (keyed true) every keyed job owns its key (see keyq). After
+// such a job, the next job of its key, if any, is handed on to the other
+// workers, so that a busy key delays its own events only, or processed
+// here when nothing else is waiting.
+//
+// A handler that calls runtime.Goexit ends the goroutine in the middle of
+// this loop; the deferred unwind accounts for the call and hands back what
+// the batch had left, so that nothing is lost or reordered.
+func (p *proc) runBatch(jobs []job, done <-chan struct{}, keyed bool) (n int, err error) {
+	d := p.d
+	i, finished := 0, false
+	p.held.Store(int64(len(jobs)))
+	defer func() {
+		if !finished {
+			p.unwind(jobs, i, keyed)
+		}
+		p.held.Store(0)
+		p.flush()
+		clear(jobs) // keep no payload reachable
+	}()
+	for ; i < len(jobs); i++ {
+		if err = d.interrupted(done); err != nil {
+			p.handBack(jobs[i:], keyed, err == ErrClosed)
+			break
+		}
+		p.held.Store(int64(len(jobs) - i - 1)) // jobs[i] is in progress now
+		j := &jobs[i]
+		p.process(j)
+		n++
+		if !keyed || j.ev.Key == "" {
+			continue
+		}
+		next, ok := d.pend.keys.Release(j.ev.Key)
+		if !ok {
+			continue
+		}
+		if i == len(jobs)-1 && !d.hasWork() {
+			jobs[i] = next // nothing else waits: run it here, as the batch's last job
+			i--
+			continue
+		}
+		d.pend.handOn(next)
+		d.notify()
+	}
+	finished = true
+	return n, err
+}
+
+// interrupted reports why a consumer must stop between two jobs: Close
+// (ErrClosed) or its ctx (errStopped).
+func (d *Dispatcher) interrupted(done <-chan struct{}) error {
+	if d.state.Load() == stateClosed {
+		return ErrClosed
+	}
+	select {
+	case <-done:
+		return errStopped
+	default:
+		return nil
+	}
+}
+
+// handBack returns jobs that p took and will not process: dropped and
+// counted if drop, else put back in front of the ring. Under Run they give
+// up their keys, whose backlogs go back with them in order.
+func (p *proc) handBack(jobs []job, keyed, drop bool) {
+	d := p.d
+	back := jobs
+	if keyed {
+		// Every keyed job of a batch owns its key (a batch holds one job
+		// per key at most), and gives it up with its backlog. Under
+		// takeMu, so that no worker admits a later job of these keys
+		// between the abandon and the put-back (see Dispatcher.takeJobs).
+		d.pend.takeMu.Lock()
+		defer d.pend.takeMu.Unlock()
+		back = make([]job, 0, len(jobs))
+		for _, j := range jobs {
+			back = append(back, j)
+			if j.ev.Key != "" {
+				back = d.pend.keys.Abandon(j.ev.Key, back)
+			}
+		}
+	}
+	if drop {
+		d.dropped.Add(uint64(len(back)))
+		return
+	}
+	d.pend.putBack(back)
+}
+
+// unwind runs when a handler ended the goroutine with runtime.Goexit
+// while p processed jobs[i]: it records the call's failure, gives the event
+// to the subscribers after the failed one (a share for each, in order),
+// and hands back those shares and the rest of the batch. Under Run the
+// shares keep the key of jobs[i] until they are taken again.
+func (p *proc) unwind(jobs []job, i int, keyed bool) {
+	cur := &jobs[i]
+	var back []job
+	if p.calling {
+		s := cur.sub
+		if p.fan != nil {
+			s = p.fan[p.fanAt]
+			for _, t := range p.fan[p.fanAt+1:] {
+				if t.active.Load() {
+					back = append(back, job{ev: cur.ev, sub: t})
+				}
+			}
+		}
+		p.calling, p.fan = false, nil
+		p.fail(s, &cur.ev, p.callErr)
+		p.callErr = nil
+	}
+	if keyed && cur.ev.Key != "" && len(back) == 0 {
+		// Nothing of cur is left: release its key as after any job.
+		if next, ok := p.d.pend.keys.Release(cur.ev.Key); ok {
+			p.d.pend.handOn(next)
+		}
+	}
+	p.handBack(append(back, jobs[i+1:]...), keyed, p.d.state.Load() == stateClosed)
+}

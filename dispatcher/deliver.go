@@ -1,0 +1,275 @@
+package dispatcher
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"runtime/debug"
+	"sync/atomic"
+	"time"
+)
+
+// proc is one consumer: a worker of Run, or the deterministic consumer of
+// Tick, Drain and Shutdown's drain. Only the goroutine running it touches
+// its unexported state; other goroutines read only its atomics (held, goid
+// and the counters).
+type proc struct {
+	d   *Dispatcher
+	ctx context.Context // given to handlers: it carries handlerKey
+
+	// held is how many jobs the consumer took and has not begun; Stats
+	// counts them as queued. Written only by the consumer.
+	held atomic.Int64
+	// goid is the id of the goroutine running a worker (0 for the
+	// deterministic consumer), so that Close can tell when it is called
+	// by one of the workers' handlers (see Close).
+	goid atomic.Uint64
+
+	c counters
+
+	buf   []entry // ring pops land here; cleared after each take
+	jobs  []job   // the batch in progress; cleared after each batch
+	parts int     // the ring share a worker takes (see bounds.parts)
+
+	// The call in progress, for an unwinding goroutine (see unwind).
+	calling bool
+	callErr error
+	fan     []*subscriber // the fan-out in progress, nil for a one-subscriber job
+	fanAt   int           // index in fan of the call in progress
+
+	// match's last answer: the subscribers of lastTopic under lastIndex.
+	scratch   []*subscriber
+	lastIndex *subIndex
+	lastTopic string
+	lastSubs  []*subscriber
+
+	delivered uint64 // successful calls not yet added to c.delivered
+
+	// The deterministic consumer only: the ctx handlers derive from, its
+	// derived handler ctx, and the failures dead-lettered during the call.
+	parent  context.Context
+	collect bool
+	errs    []error
+}
+
+// counters are one consumer's event counters. A proc is allocated on its
+// own, so the counters of two consumers do not share a cache line in
+// practice; the padding keeps the next allocation off their line.
+type counters struct {
+	delivered    atomic.Uint64
+	failed       atomic.Uint64
+	retried      atomic.Uint64
+	deadLettered atomic.Uint64
+	_            [cacheLinePad - 32]byte
+}
+
+// cacheLinePad separates fields that different cores write. 128 bytes
+// because some CPUs fetch lines in pairs.
+const cacheLinePad = 128
+
+func newProc(d *Dispatcher, parts int) *proc {
+	return &proc{
+		d:       d,
+		parts:   parts,
+		buf:     make([]entry, popBatch),
+		jobs:    make([]job, 0, popBatch),
+		scratch: make([]*subscriber, 0, 8),
+	}
+}
+
+// popBatch is the most jobs a consumer takes at once.
+const popBatch = 128
+
+// flush publishes the successful calls counted in p: one atomic add per
+// batch instead of one per call.
+func (p *proc) flush() {
+	if p.delivered > 0 {
+		p.c.delivered.Add(p.delivered)
+		p.delivered = 0
+	}
+}
+
+// bind sets the ctx handlers get from the deterministic consumer: ctx,
+// marked as a handler's. A Drain loop passes the same ctx again and again,
+// so the derived ctx of the last parent is kept and reused.
+func (p *proc) bind(ctx context.Context) {
+	if p.parent == nil || !sameContext(p.parent, ctx) {
+		p.parent, p.ctx = ctx, context.WithValue(ctx, handlerKey{}, p.d)
+	}
+}
+
+// sameContext reports whether a and b are the same ctx. Comparing two
+// interfaces panics when they hold the same uncomparable type (a struct
+// with a map field, say); such contexts are taken as different.
+func sameContext(a, b context.Context) (same bool) {
+	defer func() { _ = recover() }()
+	return a == b
+}
+
+// process delivers one job: to its one subscriber, or as a fresh event to
+// every subscriber whose pattern matches its topic.
+func (p *proc) process(j *job) {
+	if s := j.sub; s != nil {
+		if !s.active.Load() {
+			p.d.dropped.Add(1) // a retry or redelivery for a subscriber that left
+			return
+		}
+		if j.ev.Attempt > 1 {
+			p.c.retried.Add(1)
+		}
+		p.call(s, &j.ev)
+		return
+	}
+	j.ev.Attempt = 1
+	subs := p.match(j.ev.Topic)
+	p.fan = subs
+	for i, s := range subs {
+		if s.active.Load() {
+			p.fanAt = i
+			p.call(s, &j.ev)
+		}
+	}
+	p.fan = nil
+}
+
+// match returns the subscribers of topic under the current index. It
+// remembers its last answer, because producers tend to emit runs of events
+// on one topic. The answer lives in the index or in p.scratch, which only
+// match writes and which is sized to the index, so it stays valid until
+// the next match and matching never allocates.
+func (p *proc) match(topic string) []*subscriber {
+	ix := p.d.subs.Load()
+	if ix == p.lastIndex && topic == p.lastTopic {
+		return p.lastSubs
+	}
+	if ix != p.lastIndex && cap(p.scratch) < ix.Len() {
+		p.scratch = make([]*subscriber, 0, ix.Len())
+	}
+	subs := ix.Match(topic, p.scratch[:0])
+	p.lastIndex, p.lastTopic, p.lastSubs = ix, topic, subs
+	return subs
+}
+
+// forgetStaleMatch drops match's last answer if its index was replaced, so
+// that an idle consumer keeps no unsubscribed handler reachable.
+func (p *proc) forgetStaleMatch() {
+	if p.lastIndex != nil && p.lastIndex != p.d.subs.Load() {
+		p.forgetMatch()
+	}
+}
+
+// forgetMatch drops match's last answer and what scratch holds.
+func (p *proc) forgetMatch() {
+	p.lastIndex, p.lastTopic, p.lastSubs = nil, "", nil
+	clear(p.scratch[:cap(p.scratch)])
+}
+
+// call runs one handler call and accounts for its outcome.
+func (p *proc) call(s *subscriber, ev *Event) {
+	p.calling = true
+	err := p.invoke(s, ev)
+	p.calling = false
+	if err == nil {
+		p.delivered++ // published by flush, once per batch
+		return
+	}
+	p.fail(s, ev, err)
+}
+
+// invoke calls s's handler and turns a panic into a *PanicError. A handler
+// that calls runtime.Goexit ends the goroutine running it, and a panic
+// recovered during that unwinding does not stop it; invoke records the
+// call's failure in p.callErr and the consumer's batch loop, unwinding
+// too, accounts for it (see unwind).
+func (p *proc) invoke(s *subscriber, ev *Event) (err error) {
+	returned := false
+	defer func() {
+		if returned {
+			return
+		}
+		if r := recover(); r != nil {
+			err = &PanicError{Value: r, Stack: debug.Stack()}
+		} else {
+			err = ErrGoexit
+		}
+		p.callErr = err
+	}()
+	err = s.h(p.ctx, *ev)
+	returned = true
+	return err
+}
+
+// fail accounts for a failed call: a retry if the budget allows and the
+// retry queue has room, else a dead letter.
+func (p *proc) fail(s *subscriber, ev *Event, err error) {
+	p.c.failed.Add(1)
+	d := p.d
+	if ev.Attempt < d.cfg.attempts {
+		due, berr := d.retryDue(ev.Attempt)
+		if berr == nil {
+			next := job{ev: *ev, sub: s}
+			next.ev.Attempt++
+			if d.pend.retry(next, due) {
+				if due.IsZero() {
+					d.notify()
+				} else {
+					d.retryScheduled()
+				}
+				return
+			}
+			// The retry queue is full: the pair becomes a dead letter now.
+		} else {
+			err = errors.Join(err, berr)
+		}
+	}
+	p.c.deadLettered.Add(1)
+	if d.dead.add(DeadLetter{Event: *ev, Err: err, Subscriber: s.name, Attempts: ev.Attempt, sub: s}) {
+		d.dropped.Add(1) // the oldest dead letter was evicted
+	}
+	if p.collect {
+		p.errs = append(p.errs, &HandlerError{Subscriber: s.name, EventID: ev.ID, Topic: ev.Topic, Attempt: ev.Attempt, Err: err})
+	}
+}
+
+// retryDue returns when the retry after call number attempt is due: zero
+// for "ready now" (no backoff, or a backoff of zero or less under Run),
+// else the time. A panicking backoff function is reported as an error.
+func (d *Dispatcher) retryDue(attempt int) (due time.Time, err error) {
+	var delay time.Duration
+	if d.cfg.backoff != nil {
+		delay, err = callBackoff(d.cfg.backoff, attempt)
+		if err != nil {
+			return due, err
+		}
+	}
+	if delay <= 0 && d.owner.Load() == ownerRun {
+		return due, nil // straight to the ready queue
+	}
+	// Tick and Drain take retries in at the start of a round only, from
+	// the waiting heap; a delay of zero is due at once.
+	return time.Now().Add(max(delay, 0)), nil
+}
+
+// callBackoff calls the user's backoff function, isolating a panic.
+func callBackoff(backoff func(int) time.Duration, attempt int) (delay time.Duration, err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("dispatcher: backoff(%d) panicked: %w", attempt, &PanicError{Value: r, Stack: debug.Stack()})
+		}
+	}()
+	return backoff(attempt), nil
+}
+
+// takeErr returns the failures collected since the last call, joined with
+// extra, and resets the collection.
+func (p *proc) takeErr(extra error) error {
+	errs := p.errs
+	if extra != nil {
+		errs = append(errs, extra)
+	}
+	p.errs = nil
+	if len(errs) == 1 {
+		return errs[0] // ctx's error alone comes back unchanged
+	}
+	return errors.Join(errs...)
+}

@@ -1,0 +1,448 @@
+package dispatcher_test
+
+// The helpers every test file of the package shares. Those that fail the
+// test call t.Fatal, so they must run on the test's goroutine.
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"runtime"
+	"slices"
+	"sync"
+	"testing"
+	"testing/synctest"
+	"time"
+
+	"github.com/ringbus/ringbus/dispatcher"
+)
+
+// waitTimeout bounds every wait of the tests. Outside a synctest bubble it
+// is real time and only fires when something hangs; inside a bubble it is
+// fake time, which advances only when every goroutine of the bubble is
+// blocked, so it turns a deadlock into a test failure.
+const waitTimeout = 10 * time.Second
+
+// newDispatcher returns New(opts...), failing the test on error, and closes
+// the dispatcher when the test ends.
+func newDispatcher(t testing.TB, opts ...dispatcher.Option) *dispatcher.Dispatcher {
+	t.Helper()
+	d, err := dispatcher.New(opts...)
+	if err != nil {
+		t.Fatalf("New() error = %v", err)
+	}
+	t.Cleanup(func() { _ = d.Close() }) // what it drops does not matter any more
+	return d
+}
+
+// subscribe is On that fails the test on error.
+func subscribe(t testing.TB, d *dispatcher.Dispatcher, pattern string, h dispatcher.Handler, opts ...dispatcher.SubscribeOption) *dispatcher.Subscription {
+	t.Helper()
+	sub, err := d.On(pattern, h, opts...)
+	if err != nil {
+		t.Fatalf("On(%q) error = %v", pattern, err)
+	}
+	return sub
+}
+
+// emit is Emit that fails the test on error.
+func emit(t testing.TB, d *dispatcher.Dispatcher, topic string, payload any) {
+	t.Helper()
+	if err := d.Emit(context.Background(), topic, payload); err != nil {
+		t.Fatalf("Emit(%q, %v) error = %v", topic, payload, err)
+	}
+}
+
+// emitTopics emits one event per topic, in order; an event's payload is its
+// topic's index in topics.
+func emitTopics(t testing.TB, d *dispatcher.Dispatcher, topics ...string) {
+	t.Helper()
+	for i, topic := range topics {
+		emit(t, d, topic, i)
+	}
+}
+
+// drain is Drain(ctx, 0) that fails the test on any error.
+func drain(t testing.TB, d *dispatcher.Dispatcher) int {
+	t.Helper()
+	n, err := d.Drain(context.Background(), 0)
+	if err != nil {
+		t.Fatalf("Drain(0) error = %v", err)
+	}
+	return n
+}
+
+// drainIgnoringFailures is Drain(ctx, 0) that fails the test only on errors
+// that are not handler failures.
+func drainIgnoringFailures(t testing.TB, d *dispatcher.Dispatcher) int {
+	t.Helper()
+	n, err := d.Drain(context.Background(), 0)
+	for _, e := range []error{dispatcher.ErrClosed, dispatcher.ErrRunning, context.Canceled, context.DeadlineExceeded} {
+		if errors.Is(err, e) {
+			t.Fatalf("Drain(0) error = %v", err)
+		}
+	}
+	return n
+}
+
+// recv receives from ch, failing the test after waitTimeout.
+func recv[T any](t testing.TB, ch <-chan T, what string) T {
+	t.Helper()
+	timer := time.NewTimer(waitTimeout)
+	defer timer.Stop()
+	select {
+	case v := <-ch:
+		return v
+	case <-timer.C:
+		t.Fatalf("timed out after %v waiting for %s", waitTimeout, what)
+		panic("unreachable")
+	}
+}
+
+// waitFor yields until cond holds, failing the test after waitTimeout. It
+// is for what no channel announces, outside synctest bubbles.
+func waitFor(t testing.TB, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(waitTimeout)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %v waiting for %s", waitTimeout, what)
+		}
+		runtime.Gosched()
+	}
+}
+
+// advanceClock moves synctest's fake clock on by d. It is time.Sleep, and
+// every call is inside a synctest bubble: there a sleep returns as soon as
+// every goroutine of the bubble waits, with the clock moved by d, so no
+// test waits in real time.
+func advanceClock(d time.Duration) { time.Sleep(d) }
+
+// startRun calls d.Run(ctx) on a new goroutine, waits until Run has taken
+// the queue (so that a Shutdown or Close that follows finds it running) or
+// returned, and returns a function that waits for Run's result (later calls
+// return the same error). If the test ends without waiting, a cleanup
+// closes d and waits, so that no goroutine outlives the test.
+func startRun(t testing.TB, ctx context.Context, d *dispatcher.Dispatcher) (wait func() error) {
+	t.Helper()
+	errc := make(chan error, 1)
+	go func() { errc <- d.Run(ctx) }()
+	var (
+		returned bool
+		err      error
+	)
+	for !returned && !dispatcher.Running(d) {
+		select {
+		case err = <-errc: // Run already returned: wait reports it
+			returned = true
+		default:
+			runtime.Gosched()
+		}
+	}
+	wait = func() error {
+		t.Helper()
+		if !returned {
+			err = recv(t, errc, "Run to return")
+			returned = true
+		}
+		return err
+	}
+	t.Cleanup(func() {
+		if !returned {
+			_ = d.Close() // cleanup after a failed test
+			_ = wait()
+		}
+	})
+	return wait
+}
+
+// shutdownAfterProducers reports the producers' errors, then shuts d down
+// and joins its Run.
+func shutdownAfterProducers(t testing.TB, ctx context.Context, d *dispatcher.Dispatcher, wait func() error, errs []error) {
+	t.Helper()
+	for pr, err := range errs {
+		if err != nil {
+			t.Errorf("producer %d: %v", pr, err)
+		}
+	}
+	if err := d.Shutdown(ctx); err != nil {
+		t.Errorf("Shutdown() error = %v", err)
+	}
+	if err := wait(); err != nil {
+		t.Errorf("Run() error = %v", err)
+	}
+}
+
+// checkClosed checks that every entry point reports a closed dispatcher,
+// and that stopping it again is harmless.
+func checkClosed(t testing.TB, d *dispatcher.Dispatcher) {
+	t.Helper()
+	ctx := context.Background()
+	if err := d.Emit(ctx, "after.close", 1); !errors.Is(err, dispatcher.ErrClosed) {
+		t.Errorf("Emit after stop error = %v, want ErrClosed", err)
+	}
+	if err := d.EmitEvent(ctx, dispatcher.Event{Topic: "after.close", Key: "k"}); !errors.Is(err, dispatcher.ErrClosed) {
+		t.Errorf("EmitEvent after stop error = %v, want ErrClosed", err)
+	}
+	if n, err := d.Tick(ctx); n != 0 || !errors.Is(err, dispatcher.ErrClosed) {
+		t.Errorf("Tick() after stop = %d, %v, want 0, ErrClosed", n, err)
+	}
+	if n, err := d.Drain(ctx, 0); n != 0 || !errors.Is(err, dispatcher.ErrClosed) {
+		t.Errorf("Drain(0) after stop = %d, %v, want 0, ErrClosed", n, err)
+	}
+	if n, err := d.Redeliver(ctx); n != 0 || !errors.Is(err, dispatcher.ErrClosed) {
+		t.Errorf("Redeliver() after stop = %d, %v, want 0, ErrClosed", n, err)
+	}
+	if err := d.Run(ctx); !errors.Is(err, dispatcher.ErrClosed) {
+		t.Errorf("Run() after stop error = %v, want ErrClosed", err)
+	}
+	if err := d.Shutdown(ctx); err != nil {
+		t.Errorf("Shutdown() again error = %v, want nil", err)
+	}
+	if err := d.Close(); err != nil {
+		t.Errorf("Close() again error = %v, want nil", err)
+	}
+}
+
+// callLog records handler calls as strings, safe for concurrent use.
+type callLog struct {
+	mu    sync.Mutex
+	calls []string
+}
+
+func (l *callLog) add(format string, args ...any) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.calls = append(l.calls, fmt.Sprintf(format, args...))
+}
+
+func (l *callLog) get() []string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return slices.Clone(l.calls)
+}
+
+// handler returns a Handler that records "name:ID" (and the attempt when
+// it is not the first) and returns err.
+func (l *callLog) handler(name string, err error) dispatcher.Handler {
+	return func(ctx context.Context, e dispatcher.Event) error {
+		if e.Attempt > 1 {
+			l.add("%s:%d#%d", name, e.ID, e.Attempt)
+		} else {
+			l.add("%s:%d", name, e.ID)
+		}
+		return err
+	}
+}
+
+// checkCalls checks that l holds exactly want; what says when.
+func checkCalls(t testing.TB, what string, l *callLog, want ...string) {
+	t.Helper()
+	if got := l.get(); !slices.Equal(got, want) {
+		t.Errorf("%s: calls = %q, want %q", what, got, want)
+	}
+}
+
+// record subscribes to pattern a handler that appends each event to the
+// slice it returns. The handler is not safe for concurrent use: the
+// events must be delivered by Tick, Drain or a Shutdown without Run.
+func record(t testing.TB, d *dispatcher.Dispatcher, pattern string) *[]dispatcher.Event {
+	t.Helper()
+	var got []dispatcher.Event
+	subscribe(t, d, pattern, func(_ context.Context, e dispatcher.Event) error {
+		got = append(got, e)
+		return nil
+	})
+	return &got
+}
+
+// eventIDs returns the IDs of evs.
+func eventIDs(evs []dispatcher.Event) []uint64 {
+	ids := make([]uint64, 0, len(evs))
+	for _, e := range evs {
+		ids = append(ids, e.ID)
+	}
+	return ids
+}
+
+// cascade subscribes handlers that re-emit: "a" emits "b", "b" emits "c".
+// Every event on a one-token topic is logged as "topic:ID".
+func cascade(t testing.TB, d *dispatcher.Dispatcher, l *callLog) {
+	t.Helper()
+	next := map[string]string{"a": "b", "b": "c"}
+	subscribe(t, d, "*", func(ctx context.Context, e dispatcher.Event) error {
+		l.add("%s:%d", e.Topic, e.ID)
+		if to, ok := next[e.Topic]; ok {
+			if err := d.Emit(ctx, to, nil); err != nil {
+				t.Errorf("Emit(%q) from a handler error = %v", to, err)
+			}
+		}
+		return nil
+	})
+}
+
+// handlerErrors returns the *HandlerError leaves of a joined error.
+func handlerErrors(err error) []*dispatcher.HandlerError {
+	var out []*dispatcher.HandlerError
+	var walk func(error)
+	walk = func(err error) {
+		if he, ok := err.(*dispatcher.HandlerError); ok {
+			out = append(out, he)
+			return
+		}
+		switch u := err.(type) {
+		case interface{ Unwrap() []error }:
+			for _, e := range u.Unwrap() {
+				walk(e)
+			}
+		case interface{ Unwrap() error }:
+			if e := u.Unwrap(); e != nil {
+				walk(e)
+			}
+		}
+	}
+	if err != nil {
+		walk(err)
+	}
+	return out
+}
+
+// blockedFirst is a dispatcher under Run with one worker busy in a handler
+// call for payload 0 and payloads 1..queued waiting behind it (see
+// startBlockedFirst). The handler records the ctx error the blocked call
+// saw when it finished, and the order of the other payloads.
+type blockedFirst struct {
+	d       *dispatcher.Dispatcher
+	release chan struct{} // closing it ends the blocked call
+	mu      sync.Mutex
+	ctxErr  error // ctx.Err() seen by the blocked call when it finished
+	done    bool  // the blocked call finished
+	others  []int // the other payloads, in handling order
+}
+
+// startBlockedFirst starts b.d's Run with one worker (capacity 64, then
+// opts), emits payload 0, waits until the worker is inside its handler
+// call, and emits payloads 1..queued. The call for payload 0 blocks until
+// b.release is closed, or, if honorCtx, until its ctx ends. It must run
+// inside a synctest bubble.
+func startBlockedFirst(t *testing.T, ctx context.Context, queued int, honorCtx bool, opts ...dispatcher.Option) (b *blockedFirst, wait func() error) {
+	t.Helper()
+	b = &blockedFirst{
+		d:       newDispatcher(t, append([]dispatcher.Option{dispatcher.WithWorkers(1), dispatcher.WithCapacity(64)}, opts...)...),
+		release: make(chan struct{}),
+	}
+	subscribe(t, b.d, "x", func(hctx context.Context, e dispatcher.Event) error {
+		p := e.Payload.(int)
+		if p != 0 {
+			b.mu.Lock()
+			b.others = append(b.others, p)
+			b.mu.Unlock()
+			return nil
+		}
+		if honorCtx {
+			select {
+			case <-b.release:
+			case <-hctx.Done():
+			}
+		} else {
+			<-b.release
+		}
+		b.mu.Lock()
+		b.ctxErr, b.done = hctx.Err(), true
+		b.mu.Unlock()
+		return nil
+	})
+	wait = startRun(t, ctx, b.d)
+	t.Cleanup(func() {
+		select {
+		case <-b.release:
+		default:
+			close(b.release)
+		}
+	})
+	emit(t, b.d, "x", 0)
+	synctest.Wait() // the only worker is inside the handler for payload 0
+	for i := 1; i <= queued; i++ {
+		emit(t, b.d, "x", i)
+	}
+	if got := b.d.Stats().Queued; got != queued {
+		t.Fatalf("Stats().Queued = %d with the worker busy, want %d", got, queued)
+	}
+	return b, wait
+}
+
+// handledOthers returns the payloads other than 0 handled so far, in order.
+func (b *blockedFirst) handledOthers() []int {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return slices.Clone(b.others)
+}
+
+// checkInFlightCancelled checks that the blocked call finished with its ctx
+// cancelled and that no other event was handled (after says when).
+func (b *blockedFirst) checkInFlightCancelled(t *testing.T, after string) {
+	t.Helper()
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if !b.done || !errors.Is(b.ctxErr, context.Canceled) {
+		t.Errorf("in-flight handler: finished %v, ctx.Err() = %v; want finished with context.Canceled", b.done, b.ctxErr)
+	}
+	if len(b.others) != 0 {
+		t.Errorf("events handled %s: %v, want none", after, b.others)
+	}
+}
+
+// checkStopDropped checks the end of a stop that gave up on the queue: the
+// stop's error wraps want, Run returned nil, the blocked call finished with
+// its ctx cancelled and no other event was handled, the queued events were
+// dropped, and the dispatcher is closed.
+func (b *blockedFirst) checkStopDropped(t *testing.T, stop string, err, want error, wait func() error, queued int) {
+	t.Helper()
+	if !errors.Is(err, want) {
+		t.Errorf("%s error = %v, want it to wrap %v", stop, err, want)
+	}
+	if err := wait(); err != nil {
+		t.Errorf("Run() after %s error = %v, want nil", stop, err)
+	}
+	b.checkInFlightCancelled(t, "after "+stop)
+	wantStats := dispatcher.Stats{Emitted: uint64(queued) + 1, Delivered: 1, Dropped: uint64(queued)}
+	if got := b.d.Stats(); got != wantStats {
+		t.Errorf("Stats() after %s = %+v, want %+v", stop, got, wantStats)
+	}
+	checkClosed(t, b.d)
+}
+
+// linearBackoff is a retry backoff: call k+1 is due k seconds after call k
+// failed.
+func linearBackoff(attempt int) time.Duration { return time.Duration(attempt) * time.Second }
+
+// timedCalls records "ID#attempt@elapsed" for each handler call, elapsed
+// being the time since start (synctest's fake clock).
+type timedCalls struct {
+	start time.Time
+	log   callLog
+}
+
+func (c *timedCalls) record(e dispatcher.Event) {
+	c.log.add("%d#%d@%v", e.ID, e.Attempt, time.Since(c.start))
+}
+
+// failingFirstCall returns a Handler that records each call and fails the
+// first call of each event.
+func (c *timedCalls) failingFirstCall() dispatcher.Handler {
+	return func(_ context.Context, e dispatcher.Event) error {
+		c.record(e)
+		if e.Attempt == 1 {
+			return errors.New("first call fails")
+		}
+		return nil
+	}
+}
+
+// sizeFor returns full, or short under -short: the size of a load test.
+func sizeFor(full, short int) int {
+	if testing.Short() {
+		return short
+	}
+	return full
+}

@@ -1,0 +1,385 @@
+package dispatcher
+
+import (
+	"cmp"
+	"container/heap"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/ringbus/ringbus/internal/fifo"
+	"github.com/ringbus/ringbus/internal/keyq"
+	"github.com/ringbus/ringbus/internal/ring"
+)
+
+// entry is what the ring holds for one emitted event. Its ID is not stored:
+// it is the event's position in the ring plus one, known when it is popped.
+//
+// It is padded so that a ring slot (entry and its 8-byte sequence number) is
+// one 64-byte cache line on 64-bit platforms: a producer filling one slot and
+// a consumer emptying the next never share a line.
+type entry struct {
+	topic   string
+	key     string
+	payload any
+	_       [8]byte
+}
+
+// job is one unit of work: an event to fan out to every matching
+// subscriber (sub == nil), or a retry or redelivery for one subscriber.
+// owns marks a keyed job handed from one worker to another together with
+// the ownership of its key (see keyq): it must not be admitted again.
+type job struct {
+	ev   Event
+	sub  *subscriber
+	owns bool
+}
+
+// pending holds every piece of work that is accepted and not finished, in
+// one place, so that Stats, the quiescence check, Shutdown's drain and
+// Close's drop all see the same thing:
+//
+//	ring     fresh events, in emit order
+//	carry    fresh events (or one subscriber's share of one) that a consumer
+//	         took and handed back unprocessed; sorted by ID, they come
+//	         before everything in the ring
+//	ready    retries and redeliveries that are due, and keyed jobs handed
+//	         on with their key's ownership
+//	waiting  retries whose backoff has not passed, by due time
+//	keys     under Run, keyed jobs waiting behind an earlier job of their key
+//	held     per consumer: jobs it took and has not begun
+//
+// Consumers take in that order: carry, ready, ring. The ring is the only
+// part on the emit path; the others are guarded by mu and are touched once
+// per batch at most, so mu is not contended on the hot path.
+type pending struct {
+	ring *ring.Ring[entry]
+	keys *keyq.Queue[job]
+
+	// takeMu orders Run's workers' takes: a worker takes its batch and
+	// admits its keyed jobs to keys under it, so that the jobs of a key
+	// are admitted in emit order; a worker that hands back keyed jobs
+	// holds it too (see proc.handBack).
+	takeMu sync.Mutex
+
+	mu      sync.Mutex
+	carry   fifo.Queue[job]
+	ready   fifo.Queue[job]
+	waiting retryHeap
+	seq     uint64 // orders retries with equal due times
+	retries int    // retries and redeliveries in ready and waiting, bounded by limit
+	limit   int
+
+	// Lock-free views of the sizes above, for polling and for Stats.
+	front    atomic.Int64 // carry.Len() + ready.Len()
+	nWaiting atomic.Int64 // waiting.Len()
+	nRetries atomic.Int64 // retries
+
+	held []*atomic.Int64 // one per consumer (see proc.held); fixed after New
+}
+
+func newPending(capacity int) *pending {
+	r := ring.New[entry](capacity)
+	return &pending{ring: r, keys: keyq.New[job](r.Cap()), limit: r.Cap()}
+}
+
+// updateLocked refreshes the lock-free sizes. p.mu is held.
+func (p *pending) updateLocked() {
+	p.front.Store(int64(p.carry.Len() + p.ready.Len()))
+	p.nWaiting.Store(int64(p.waiting.Len()))
+	p.nRetries.Store(int64(p.retries))
+}
+
+// sizes returns how many events wait to be processed (queued: the ring,
+// carry, ready, key backlogs and what consumers hold, due retries
+// included) and how many retries and redeliveries are pending, due or not
+// (retrying). Under concurrent use the parts are read one by one.
+func (p *pending) sizes() (queued, retrying int) {
+	queued = p.ring.Len() + int(p.front.Load()) + p.keys.Len()
+	for _, h := range p.held {
+		queued += int(h.Load())
+	}
+	return queued, int(p.nRetries.Load())
+}
+
+// empty reports whether nothing at all is pending, waiting retries
+// included.
+func (p *pending) empty() bool {
+	q, _ := p.sizes()
+	return q == 0 && p.nWaiting.Load() == 0
+}
+
+// hasFront reports whether carry or ready has a job, without the lock.
+func (p *pending) hasFront() bool { return p.front.Load() > 0 }
+
+// zeroTime is the due time of a job that is ready at once.
+var zeroTime time.Time
+
+// retry queues j after a failure: at due, or ready now if due is zero. It
+// reports false when the retries already pending reach the limit.
+func (p *pending) retry(j job, due time.Time) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.retries >= p.limit {
+		return false
+	}
+	p.retries++
+	if due.IsZero() {
+		p.ready.Push(j)
+	} else {
+		p.seq++
+		heap.Push(&p.waiting, retryItem{job: j, due: due, seq: p.seq})
+	}
+	p.updateLocked()
+	return true
+}
+
+// handOn queues j, a keyed job whose key ownership comes with it, for the
+// next consumer. It never fails: there is at most one such job per owned
+// key, and they are bounded by the key backlogs they come from.
+func (p *pending) handOn(j job) {
+	j.owns = true
+	p.mu.Lock()
+	p.ready.Push(j)
+	p.updateLocked()
+	p.mu.Unlock()
+}
+
+// putBack hands back jobs a consumer took and will not process, so that
+// they are taken again before anything still in the ring, in ID order.
+func (p *pending) putBack(jobs []job) {
+	if len(jobs) == 0 {
+		return
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, j := range jobs {
+		j.owns = false // whoever takes it admits it again
+		p.carry.Push(j)
+	}
+	// Stable: one event's shares for several subscribers keep their order.
+	slices.SortStableFunc(p.carry.Items(), func(a, b job) int { return cmp.Compare(a.ev.ID, b.ev.ID) })
+	p.updateLocked()
+}
+
+// moveDue makes the retries due at now (now >= due) ready, and returns how
+// many it moved and the due time of the next waiting one (zero if none).
+func (p *pending) moveDue(now time.Time) (moved int, next time.Time) {
+	if p.nWaiting.Load() == 0 {
+		return 0, time.Time{}
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for p.waiting.Len() > 0 {
+		it := &p.waiting[0]
+		if now.Before(it.due) {
+			next = it.due
+			break
+		}
+		p.ready.Push(heap.Pop(&p.waiting).(retryItem).job)
+		moved++
+	}
+	p.updateLocked()
+	return moved, next
+}
+
+// nextDue returns the due time of the earliest waiting retry, or zero.
+func (p *pending) nextDue() time.Time {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.waiting.Len() == 0 {
+		return time.Time{}
+	}
+	return p.waiting[0].due
+}
+
+// bounds limits what one take may take. A consumer under Run takes
+// without bounds (all fields maxed); a deterministic round takes only what
+// was pending when it began.
+type bounds struct {
+	carry, ready int    // how many more jobs from carry and from ready
+	ringEnd      uint64 // ring positions below ringEnd only
+	max          int    // how many jobs in all; 0: no more
+	parts        int    // take 1/parts of the ready ring events (see ring.TryPopShare)
+}
+
+// unbounded returns the bounds of one of n consumers under Run.
+func unbounded(n int) bounds {
+	return bounds{carry: maxInt, ready: maxInt, ringEnd: ^uint64(0), max: maxInt, parts: n}
+}
+
+const maxInt = int(^uint(0) >> 1)
+
+// round returns the bounds of a deterministic round: what is pending now,
+// at most max jobs (max <= 0: no limit).
+func (p *pending) round(max int) bounds {
+	p.mu.Lock()
+	b := bounds{carry: p.carry.Len(), ready: p.ready.Len()}
+	p.mu.Unlock()
+	b.ringEnd = p.ring.Pushed()
+	b.max, b.parts = maxInt, 1
+	if max > 0 {
+		b.max = max
+	}
+	return b
+}
+
+// take appends to dst up to n jobs within b, from carry, then ready, then
+// the ring, and charges them to b. Ring events are popped into buf
+// (len(buf) >= n), which take clears again. Events popped at or beyond
+// b.ringEnd (DropOldest evictions can bring them within reach of a round)
+// are handed back to carry. When keys is set (under Run), keyed jobs are
+// admitted to the key table and only the ones the caller owns are
+// returned. take reports how many slots it freed in the ring.
+func (p *pending) take(dst []job, buf []entry, n int, b *bounds, keys bool) (jobs []job, popped int) {
+	n = min(n, b.max)
+	if n <= 0 {
+		return dst, 0
+	}
+	if p.front.Load() > 0 && (b.carry > 0 || b.ready > 0) {
+		p.mu.Lock()
+		for ; n > 0 && b.carry > 0 && p.carry.Len() > 0; n, b.carry, b.max = n-1, b.carry-1, b.max-1 {
+			dst = append(dst, p.carry.Pop())
+		}
+		for ; n > 0 && b.ready > 0 && p.ready.Len() > 0; n, b.ready, b.max = n-1, b.ready-1, b.max-1 {
+			j := p.ready.Pop()
+			if j.sub != nil && !j.owns {
+				p.retries--
+			}
+			dst = append(dst, j)
+		}
+		p.updateLocked()
+		p.mu.Unlock()
+	}
+	if n > 0 && b.ringEnd != ^uint64(0) {
+		// A round: pop no further than its end, as far as can be told
+		// now (DropOldest evictions move the head meanwhile).
+		head := p.ring.Pushed() - uint64(p.ring.Len())
+		n = int(min(uint64(n), max(b.ringEnd, head)-head))
+	}
+	if n > 0 && (!keys || !p.keys.Full()) {
+		// Under Run, an even share of what is ready, so that a few slow
+		// events spread over the workers instead of queueing behind one.
+		k, first := p.ring.TryPopShare(buf[:n], b.parts)
+		popped = k
+		if first+uint64(k) > b.ringEnd {
+			k = int(max(b.ringEnd, first) - first)
+		}
+		for i := range buf[:k] {
+			e := &buf[i]
+			dst = append(dst, job{ev: Event{ID: first + uint64(i) + 1, Topic: e.topic, Key: e.key, Payload: e.payload}})
+		}
+		b.max -= k
+		if k < popped {
+			beyond := make([]job, 0, popped-k)
+			for i := k; i < popped; i++ {
+				e := &buf[i]
+				beyond = append(beyond, job{ev: Event{ID: first + uint64(i) + 1, Topic: e.topic, Key: e.key, Payload: e.payload}})
+			}
+			p.putBack(beyond)
+			b.ringEnd = 0 // the round reached its end
+		}
+		clear(buf[:popped])
+	}
+	if keys {
+		dst = p.admit(dst)
+	}
+	return dst, popped
+}
+
+// admit admits the keyed jobs of jobs to the key table and returns the ones
+// the caller may process now. Jobs handed on with their key's ownership
+// are kept as they are.
+func (p *pending) admit(jobs []job) []job {
+	for i := range jobs {
+		if jobs[i].ev.Key != "" {
+			return p.keys.Admit(jobs, (*job).admitKey)
+		}
+	}
+	return jobs
+}
+
+// admitKey is the key under which keyq admits j: none for a job that
+// already owns its key.
+func (j *job) admitKey() string {
+	if j.owns {
+		return ""
+	}
+	return j.ev.Key
+}
+
+// clear discards everything pending but what consumers hold, and returns
+// how many jobs that was. Payloads become collectable. Keys stay owned by
+// the consumers at work, which release them as usual; a key handed on with
+// a dropped job stays owned until Run's end resets the table (unkey).
+func (p *pending) clear() int {
+	var buf [64]entry
+	n := 0
+	for p.ring.Len() > 0 {
+		k, _ := p.ring.TryPopN(buf[:])
+		clear(buf[:k])
+		n += k
+		if k == 0 {
+			break // a push still finishing: it is counted by whoever pops it
+		}
+	}
+	n += len(p.keys.TakeBacklogs(nil))
+	p.mu.Lock()
+	n += p.carry.Len() + p.ready.Len() + p.waiting.Len()
+	p.carry.Reset()
+	p.ready.Reset()
+	clear(p.waiting)
+	p.waiting = nil
+	p.retries = 0
+	p.updateLocked()
+	p.mu.Unlock()
+	return n
+}
+
+// unkey is called when Run's workers have stopped: every key backlog, and
+// every job handed on with its key, goes back to carry, so that a later
+// Tick, Drain or Run takes them in ID order and nobody owns a key.
+func (p *pending) unkey() {
+	back := p.keys.Reset(nil)
+	p.mu.Lock()
+	var keep fifo.Queue[job]
+	for p.ready.Len() > 0 {
+		j := p.ready.Pop()
+		if j.owns {
+			back = append(back, j)
+		} else {
+			keep.Push(j)
+		}
+	}
+	p.ready = keep
+	p.updateLocked()
+	p.mu.Unlock()
+	p.putBack(back)
+}
+
+type retryItem struct {
+	job
+	due time.Time
+	seq uint64
+}
+
+// retryHeap is a min-heap of retries by due time, then scheduling order.
+type retryHeap []retryItem
+
+func (h retryHeap) Len() int { return len(h) }
+func (h retryHeap) Less(i, j int) bool {
+	if !h[i].due.Equal(h[j].due) {
+		return h[i].due.Before(h[j].due)
+	}
+	return h[i].seq < h[j].seq
+}
+func (h retryHeap) Swap(i, j int) { h[i], h[j] = h[j], h[i] }
+func (h *retryHeap) Push(x any)   { *h = append(*h, x.(retryItem)) }
+func (h *retryHeap) Pop() any {
+	old := *h
+	it := old[len(old)-1]
+	old[len(old)-1] = retryItem{} // keep no payload reachable
+	*h = old[:len(old)-1]
+	return it
+}

@@ -1,0 +1,105 @@
+package dispatcher
+
+import (
+	"fmt"
+	"slices"
+	"sync/atomic"
+
+	"github.com/ringbus/ringbus/internal/topic"
+)
+
+// subscriber is one registration made by On.
+type subscriber struct {
+	name   string
+	seq    uint64 // subscription order: unique, ascending in On order
+	h      Handler
+	pat    topic.Pattern
+	active atomic.Bool // cleared by Unsubscribe
+}
+
+// subIndex answers "which subscribers match this topic". It is immutable:
+// On and Unsubscribe build a new one and swap it in, so consumers match
+// without locks.
+type subIndex = topic.Index[*subscriber]
+
+func newSubIndex(subs []*subscriber) *subIndex {
+	list := make([]topic.Sub[*subscriber], len(subs))
+	for i, s := range subs {
+		list[i] = topic.Sub[*subscriber]{Pattern: s.pat, Seq: s.seq, Value: s}
+	}
+	return topic.NewIndex(list)
+}
+
+// Subscription is the handle On returns.
+type Subscription struct {
+	d *Dispatcher
+	s *subscriber
+}
+
+// Name returns the subscription's name (WithName, or the generated one).
+func (s *Subscription) Name() string { return s.s.name }
+
+// Unsubscribe removes the subscription: events processed after it returns
+// are not delivered to its handler, and its pending retries are discarded
+// when they come due (counted in Stats.Dropped then). A call already in
+// progress finishes. Its name becomes free for a new subscription. It is
+// safe to call more than once, and from a handler.
+func (s *Subscription) Unsubscribe() {
+	d := s.d
+	d.subMu.Lock()
+	defer d.subMu.Unlock()
+	if !s.s.active.Swap(false) {
+		return
+	}
+	// A new slice: the old one may still back the index, and must not
+	// keep the removed subscriber reachable in its spare capacity either.
+	d.subList = slices.DeleteFunc(slices.Clone(d.subList), func(x *subscriber) bool { return x == s.s })
+	d.subs.Store(newSubIndex(d.subList))
+}
+
+// On subscribes h to every topic that pattern matches: a topic, or a
+// pattern with "*" for exactly one token and ">" as the last token for one
+// or more (see the package doc for what a token may contain). For each
+// event, handlers run in subscription order. A pattern that does not parse
+// gets ErrBadTopic; a nil handler, a bad option or a name another active
+// subscription has (WithName) get ErrInvalidOption.
+func (d *Dispatcher) On(pattern string, h Handler, opts ...SubscribeOption) (*Subscription, error) {
+	p, err := topic.Parse(pattern)
+	if err != nil {
+		return nil, badTopic(err)
+	}
+	if h == nil {
+		return nil, fmt.Errorf("%w: On(%q): nil handler", ErrInvalidOption, pattern)
+	}
+	var sc subConfig
+	for _, o := range opts {
+		if o == nil {
+			return nil, fmt.Errorf("%w: On(%q): nil SubscribeOption", ErrInvalidOption, pattern)
+		}
+		if err := o(&sc); err != nil {
+			return nil, err
+		}
+	}
+	d.subMu.Lock()
+	defer d.subMu.Unlock()
+	if sc.name != "" {
+		for _, x := range d.subList {
+			if x.name == sc.name {
+				return nil, fmt.Errorf("%w: On(%q): WithName(%q): the name is taken by another subscription (dead letters name their subscriber)",
+					ErrInvalidOption, pattern, sc.name)
+			}
+		}
+	}
+	d.nextSub++
+	s := &subscriber{name: sc.name, seq: d.nextSub, pat: p, h: h}
+	if s.name == "" {
+		s.name = fmt.Sprintf("%s#%d", pattern, s.seq)
+	}
+	s.active.Store(true)
+	d.subList = append(d.subList[:len(d.subList):len(d.subList)], s) // a copy, as in Unsubscribe
+	d.subs.Store(newSubIndex(d.subList))
+	return &Subscription{d: d, s: s}, nil
+}
+
+// badTopic wraps a topic parsing error in ErrBadTopic.
+func badTopic(err error) error { return fmt.Errorf("%w: %w", ErrBadTopic, err) }

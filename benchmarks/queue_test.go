@@ -154,7 +154,7 @@ func sumOfShares(n, producers int) int64 {
 	return sum
 }
 
-// ringQueue is ringbus's lock-free ring (internal/ring), the one the
+// ringQueue is ringbus's ring (internal/ring, after Vyukov), the one the
 // dispatcher uses. Its consumer claims up to popBatch items at once with
 // TryPopN, as the dispatcher's workers claim batches.
 type ringQueue struct{ r *ring.Ring[*item] }

@@ -2,6 +2,10 @@ package dispatcher
 
 import "context"
 
+// maxBatch bounds how long a batch grows with the next jobs of its keys
+// before they are handed on (see runBatch).
+const maxBatch = 2 * popBatch
+
 // errStopped is what interrupted reports for a consumer's ctx; the caller
 // turns it into the ctx's own error.
 var errStopped = context.Canceled
@@ -14,9 +18,11 @@ var errStopped = context.Canceled
 // errStopped.
 //
 // Under Run (keyed true) every keyed job owns its key (see keyq). After
-// such a job, the next job of its key, if any, is handed on to the other
-// workers, so that a busy key delays its own events only, or processed
-// here when nothing else is waiting.
+// such a job, the next job of its key, if any, joins the end of this batch
+// with the key, so that the batch goes round its keys and no job waits
+// for more than one job of each other key; once the batch has grown to
+// maxBatch, it is handed on with the key to whichever worker takes first
+// instead, so that a worker with busy keys still comes back for new work.
 //
 // A handler that calls runtime.Goexit ends the goroutine in the middle of
 // this loop; the deferred unwind accounts for the call and hands back what
@@ -49,13 +55,16 @@ func (p *proc) runBatch(jobs []job, done <-chan struct{}, keyed bool) (n int, er
 		if !ok {
 			continue
 		}
-		if i == len(jobs)-1 && !d.hasWork() {
-			jobs[i] = next // nothing else waits: run it here, as the batch's last job
-			i--
+		if len(jobs) >= maxBatch {
+			// The batch has grown long: the key goes on with its next job
+			// to whichever worker takes first.
+			d.pend.handOn(next)
+			d.notify()
 			continue
 		}
-		d.pend.handOn(next)
-		d.notify()
+		// Keep the key: its next job runs after the rest of this batch,
+		// so the other jobs here wait for one job of this key at most.
+		jobs = append(jobs, next)
 	}
 	finished = true
 	return n, err

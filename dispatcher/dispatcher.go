@@ -42,6 +42,7 @@ type Dispatcher struct {
 	sleepers atomic.Int32
 	_        [cacheLinePad]byte
 
+
 	room room // emitters blocked on a full ring
 	_    [cacheLinePad]byte
 

@@ -47,11 +47,12 @@
 // subscriber in emit order and one at a time: the worker that takes a
 // keyed event owns its key while it processes it, and events of the key
 // that other workers take meanwhile wait in the key's backlog. When the
-// owner is done, the next event of the key goes, with the ownership, to
-// whichever worker is free first, so a busy key delays its own events
-// only. Events without a key are spread over all workers, concurrently and
-// in any order. For each event, the handlers still run one after the
-// other, in subscription order.
+// owner is done, the key's next event joins the end of the owner's batch,
+// so a worker goes round the keys it holds and a busy key delays the other
+// events of its batch by one of its events at most (a batch that grows
+// long hands its keys on to the other workers instead). Events without a
+// key are spread over all workers, concurrently and in any order. For each
+// event, the handlers still run one after the other, in subscription order.
 //
 // Workers take events in batches: each takes an even share of the events
 // ready at that moment (with two workers and ten events, five), at most

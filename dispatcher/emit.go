@@ -52,7 +52,7 @@ func (d *Dispatcher) emit(ctx context.Context, e entry) error {
 func (d *Dispatcher) emitSlow(ctx context.Context, e entry) error {
 	r := d.pend.ring
 	for {
-		if d.room.waiters.Load() == 0 && r.TryPush(e) {
+		if d.room.mayPass(r) && r.TryPush(e) {
 			d.notify()
 			return nil
 		}
@@ -119,8 +119,9 @@ func (d *Dispatcher) fromHandler(ctx context.Context) bool {
 }
 
 // room is where emitters wait for space in the ring under Block, first come
-// first served. An emitter that finds others waiting queues behind them
-// instead of pushing (the fast path checks waiters), and only the oldest
+// first served while room is scarce. An emitter that finds others waiting
+// queues behind them instead of pushing, unless the free room exceeds
+// their number (see mayPass), and only the oldest
 // waiter may take free room by itself, when nobody woken is still on the
 // way to the room it was given; a woken emitter that loses its slot anyway
 // goes back to the front.
@@ -145,6 +146,17 @@ type room struct {
 	queue   []*waiter // waiting, in arrival order
 	woken   int       // woken and not yet back from their push
 	spare   []*waiter // reused, so that blocking does not allocate
+}
+
+// mayPass reports whether an emitter may push without queueing behind the
+// waiters: nobody waits, or the free room exceeds the number of waiters, so
+// that the slot it takes is not one a waiter needs. When room is scarce
+// that keeps the order first come, first served; when it is plentiful, a
+// queue of waiters does not turn every later emit into a park and a
+// wake-up.
+func (r *room) mayPass(ring *ring.Ring[entry]) bool {
+	n := r.waiters.Load()
+	return n == 0 || ring.Cap()-ring.Len() > int(n)
 }
 
 // waiter is one blocked emitter. ready has room for one signal, so that a

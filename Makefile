@@ -21,12 +21,14 @@ demo:
 	$(GO) run ./examples/pipeline
 
 ## test: gofmt check, tidy-check, lint and cross; then go vet, go build (every example) and
-## go test -race in every module.
+## go test -race in every module; and the root module's -short tests once more without -race,
+## because internal/atomicx's assembly is built only without the race detector.
 test: fmt-check tidy-check lint cross
 	@set -e; for m in $(MODULES); do \
 		echo "== $$m"; \
 		(cd $$m && $(GO) vet ./... && $(GO) build -o /dev/null ./... && $(GO) test -race -count=1 ./...); \
 	done
+	$(GO) test -count=1 -short ./...
 
 ## cross: the root module vetted and built for GOARCH=386 (32-bit) and arm64, and its -short
 ## tests run as 386 binaries (no -race there; an amd64 or 386 host runs them natively, any

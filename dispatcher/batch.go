@@ -30,26 +30,27 @@ var errStopped = context.Canceled
 func (p *proc) runBatch(jobs []job, done <-chan struct{}, keyed bool) (n int, err error) {
 	d := p.d
 	i, finished := 0, false
-	p.held.Store(int64(len(jobs)))
+	p.setHeld(len(jobs))
 	defer func() {
 		if !finished {
 			p.unwind(jobs, i, keyed)
 		}
-		p.held.Store(0)
+		p.setHeld(0)
 		p.flush()
-		clear(jobs) // keep no payload reachable
+		for i := range jobs {
+			jobs[i] = job{} // keep no payload reachable
+		}
 	}()
 	for ; i < len(jobs); i++ {
 		if err = d.interrupted(done); err != nil {
 			p.handBack(jobs[i:], keyed, err == ErrClosed)
 			break
 		}
-		p.held.Store(int64(len(jobs) - i - 1)) // jobs[i] is in progress now
+		p.setHeld(len(jobs) - i - 1) // jobs[i] is in progress now
 		j := &jobs[i]
-		p.process(j)
 		n++
-		if !keyed || j.ev.Key == "" {
-			continue
+		if !p.process(j, keyed) || !keyed || j.ev.Key == "" {
+			continue // cut short, its key handed back; or no key to release
 		}
 		next, ok := d.pend.keys.Release(j.ev.Key)
 		if !ok {
@@ -106,7 +107,7 @@ func (p *proc) handBack(jobs []job, keyed, drop bool) {
 		}
 	}
 	if drop {
-		d.dropped.Add(uint64(len(back)))
+		d.dropJobs(back)
 		return
 	}
 	d.pend.putBack(back)
@@ -126,13 +127,17 @@ func (p *proc) unwind(jobs []job, i int, keyed bool) {
 			s = p.fan[p.fanAt]
 			for _, t := range p.fan[p.fanAt+1:] {
 				if t.active.Load() {
-					back = append(back, job{ev: cur.ev, sub: t})
+					cur.tr.hold()
+					back = append(back, job{ev: cur.ev, sub: t, tr: cur.tr})
 				}
 			}
 		}
 		p.calling, p.fan = false, nil
-		p.fail(s, &cur.ev, p.callErr)
+		p.fail(s, &cur.ev, cur.tr, p.callErr)
 		p.callErr = nil
+		cur.tr.release()
+	} else {
+		back = append(back, *cur) // not begun: hand it back as it is
 	}
 	if keyed && cur.ev.Key != "" && len(back) == 0 {
 		// Nothing of cur is left: release its key as after any job.

@@ -7,6 +7,8 @@ import (
 	"runtime/debug"
 	"sync/atomic"
 	"time"
+
+	"github.com/ringbus/ringbus/internal/atomicx"
 )
 
 // proc is one consumer: a worker of Run, or the deterministic consumer of
@@ -18,8 +20,9 @@ type proc struct {
 	ctx context.Context // given to handlers: it carries handlerKey
 
 	// held is how many jobs the consumer took and has not begun; Stats
-	// counts them as queued. Written only by the consumer.
-	held atomic.Int64
+	// counts them as queued. Written only by the consumer, once per job,
+	// with atomicx.StoreRelease (see setHeld).
+	held atomic.Uint64
 	// goid is the id of the goroutine running a worker (0 for the
 	// deterministic consumer), so that Close can tell when it is called
 	// by one of the workers' handlers (see Close).
@@ -30,6 +33,8 @@ type proc struct {
 	buf   []entry // ring pops land here; cleared after each take
 	jobs  []job   // the batch in progress; cleared after each batch
 	parts int     // the ring share a worker takes (see bounds.parts)
+
+	worker bool // one of Run's workers, not the deterministic consumer
 
 	// The call in progress, for an unwinding goroutine (see unwind).
 	calling bool
@@ -67,15 +72,21 @@ type counters struct {
 // because some CPUs fetch lines in pairs.
 const cacheLinePad = 128
 
-func newProc(d *Dispatcher, parts int) *proc {
+func newProc(d *Dispatcher, parts int, worker bool) *proc {
 	return &proc{
 		d:       d,
+		worker:  worker,
 		parts:   parts,
 		buf:     make([]entry, popBatch),
 		jobs:    make([]job, 0, popBatch),
 		scratch: make([]*subscriber, 0, 8),
 	}
 }
+
+// setHeld publishes how many jobs p has taken and not begun. Only p's
+// goroutine writes held, so a release store is enough, and it is cheaper
+// than a sequentially consistent one on amd64 (internal/ring/BENCHMARKS.md).
+func (p *proc) setHeld(n int) { atomicx.StoreRelease(&p.held, uint64(n)) }
 
 // popBatch is the most jobs a consumer takes at once.
 const popBatch = 128
@@ -107,29 +118,65 @@ func sameContext(a, b context.Context) (same bool) {
 }
 
 // process delivers one job: to its one subscriber, or as a fresh event to
-// every subscriber whose pattern matches its topic.
-func (p *proc) process(j *job) {
+// every subscriber whose pattern matches its topic, and then releases the
+// job's reference to its event's tracker. It reports false when the stop
+// of Run cut a call short (see call): the job's remaining shares were
+// handed back, with its key if keyed.
+func (p *proc) process(j *job, keyed bool) bool {
 	if s := j.sub; s != nil {
 		if !s.active.Load() {
-			p.d.dropped.Add(1) // a retry or redelivery for a subscriber that left
-			return
+			p.d.dropJobs([]job{*j}) // a retry or redelivery for a subscriber that left
+			return true
 		}
 		if j.ev.Attempt > 1 {
 			p.c.retried.Add(1)
 		}
-		p.call(s, &j.ev)
-		return
+		if p.call(s, j) {
+			p.cutShort(j, []*subscriber{s}, keyed)
+			return false
+		}
+		j.tr.release()
+		return true
 	}
 	j.ev.Attempt = 1
 	subs := p.match(j.ev.Topic)
 	p.fan = subs
 	for i, s := range subs {
-		if s.active.Load() {
-			p.fanAt = i
-			p.call(s, &j.ev)
+		if !s.active.Load() {
+			continue
+		}
+		p.fanAt = i
+		if p.call(s, j) {
+			p.fan = nil
+			p.cutShort(j, subs[i:], keyed)
+			return false
 		}
 	}
 	p.fan = nil
+	j.tr.release()
+	return true
+}
+
+// cutShort hands back a share of j's event for each active subscriber of
+// subs: the one whose call the stop of Run cut short, and those not called
+// yet. They stay queued in order for the next Run, Tick or Drain, or are
+// dropped when the dispatcher closed.
+func (p *proc) cutShort(j *job, subs []*subscriber, keyed bool) {
+	shares := make([]job, 0, len(subs))
+	for i, s := range subs {
+		switch {
+		case s.active.Load():
+			j.tr.hold()
+			shares = append(shares, job{ev: j.ev, sub: s, tr: j.tr})
+		case i == 0:
+			// The cut call's subscriber left meanwhile: its share is
+			// dropped, as a retry for a subscriber that left is.
+			p.d.dropped.Add(1)
+			j.tr.fail(errEventDropped)
+		}
+	}
+	j.tr.release()
+	p.handBack(shares, keyed, p.d.state.Load() == stateClosed)
 }
 
 // match returns the subscribers of topic under the current index. It
@@ -164,16 +211,26 @@ func (p *proc) forgetMatch() {
 	clear(p.scratch[:cap(p.scratch)])
 }
 
-// call runs one handler call and accounts for its outcome.
-func (p *proc) call(s *subscriber, ev *Event) {
+// call runs one handler call for j's event and accounts for its outcome.
+// It reports true when the call returned an error after the stop of Run
+// (its ctx, Shutdown's ctx or Close) cancelled the worker's ctx: such a
+// call is not a failure, and the caller hands the pair back (see
+// cutShort). A panic is a failure whenever it happens.
+func (p *proc) call(s *subscriber, j *job) (cut bool) {
 	p.calling = true
-	err := p.invoke(s, ev)
+	err := p.invoke(s, &j.ev)
 	p.calling = false
 	if err == nil {
 		p.delivered++ // published by flush, once per batch
-		return
+		return false
 	}
-	p.fail(s, ev, err)
+	if p.worker && p.ctx.Err() != nil {
+		if _, panicked := err.(*PanicError); !panicked {
+			return true
+		}
+	}
+	p.fail(s, &j.ev, j.tr, err)
+	return false
 }
 
 // invoke calls s's handler and turns a panic into a *PanicError. A handler
@@ -194,21 +251,28 @@ func (p *proc) invoke(s *subscriber, ev *Event) (err error) {
 		}
 		p.callErr = err
 	}()
-	err = s.h(p.ctx, *ev)
+	ctx := p.ctx
+	if s.timeout > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, s.timeout)
+		defer cancel()
+	}
+	err = s.h(ctx, *ev)
 	returned = true
 	return err
 }
 
 // fail accounts for a failed call: a retry if the budget allows and the
 // retry queue has room, else a dead letter.
-func (p *proc) fail(s *subscriber, ev *Event, err error) {
+func (p *proc) fail(s *subscriber, ev *Event, tr *tracker, err error) {
 	p.c.failed.Add(1)
 	d := p.d
-	if ev.Attempt < d.cfg.attempts {
-		due, berr := d.retryDue(ev.Attempt)
+	if ev.Attempt < s.attempts && !isPermanent(err) {
+		due, berr := d.retryDue(s, ev.Attempt)
 		if berr == nil {
-			next := job{ev: *ev, sub: s}
+			next := job{ev: *ev, sub: s, tr: tr}
 			next.ev.Attempt++
+			tr.hold() // before the retry is visible: it may end before we return
 			if d.pend.retry(next, due) {
 				if due.IsZero() {
 					d.notify()
@@ -217,6 +281,7 @@ func (p *proc) fail(s *subscriber, ev *Event, err error) {
 				}
 				return
 			}
+			tr.unhold()
 			// The retry queue is full: the pair becomes a dead letter now.
 		} else {
 			err = errors.Join(err, berr)
@@ -226,18 +291,22 @@ func (p *proc) fail(s *subscriber, ev *Event, err error) {
 	if d.dead.add(DeadLetter{Event: *ev, Err: err, Subscriber: s.name, Attempts: ev.Attempt, sub: s}) {
 		d.dropped.Add(1) // the oldest dead letter was evicted
 	}
-	if p.collect {
-		p.errs = append(p.errs, &HandlerError{Subscriber: s.name, EventID: ev.ID, Topic: ev.Topic, Attempt: ev.Attempt, Err: err})
+	if p.collect || tr != nil {
+		herr := &HandlerError{Subscriber: s.name, EventID: ev.ID, Topic: ev.Topic, Attempt: ev.Attempt, Err: err}
+		tr.fail(herr)
+		if p.collect {
+			p.errs = append(p.errs, herr)
+		}
 	}
 }
 
 // retryDue returns when the retry after call number attempt is due: zero
 // for "ready now" (no backoff, or a backoff of zero or less under Run),
 // else the time. A panicking backoff function is reported as an error.
-func (d *Dispatcher) retryDue(attempt int) (due time.Time, err error) {
+func (d *Dispatcher) retryDue(s *subscriber, attempt int) (due time.Time, err error) {
 	var delay time.Duration
-	if d.cfg.backoff != nil {
-		delay, err = callBackoff(d.cfg.backoff, attempt)
+	if s.backoff != nil {
+		delay, err = callBackoff(s.backoff, attempt)
 		if err != nil {
 			return due, err
 		}

@@ -42,7 +42,6 @@ type Dispatcher struct {
 	sleepers atomic.Int32
 	_        [cacheLinePad]byte
 
-
 	room room // emitters blocked on a full ring
 	_    [cacheLinePad]byte
 
@@ -87,11 +86,11 @@ func New(opts ...Option) (*Dispatcher, error) {
 	}
 	d.dead.limit = cfg.deadLetterLimit
 	d.subs.Store(newSubIndex(nil))
-	d.step = newProc(d, 1)
+	d.step = newProc(d, 1, false)
 	d.pend.held = append(d.pend.held, &d.step.held)
 	d.workers = make([]*proc, cfg.workers)
 	for i := range d.workers {
-		d.workers[i] = newProc(d, cfg.workers)
+		d.workers[i] = newProc(d, cfg.workers, true)
 		d.pend.held = append(d.pend.held, &d.workers[i].held)
 	}
 	return d, nil

@@ -26,6 +26,33 @@
 // ErrBadTopic. Matching costs a map lookup plus, when wildcard patterns
 // exist, a walk of a token trie: never a scan of the subscriptions.
 //
+// # Payloads: values or pointers
+//
+// An event's Payload is whatever Emit was given; Handle[T] and
+// HandleEvent[T] hand it to the handler as a T. Pick, per topic, a value
+// type or a pointer type, and use that same type in Emit and in Handle:
+//
+//   - A value (Emit(ctx, "order.placed", Order{...}), Handle[Order]) is
+//     copied when it is emitted, and each handler gets its own copy: the
+//     emitter may reuse its variable at once, and a handler that changes
+//     its copy changes nothing the others see. What the value's fields
+//     point to (slices, maps, pointers) is still shared. Values are the
+//     safe default, and what the examples use.
+//   - A pointer (Emit(ctx, "order.placed", &Order{...}), Handle[*Order])
+//     is shared by the emitter and every handler. Under Run they may use
+//     it at the same time (a retry runs on another worker than the next
+//     subscriber's call, and events that carry the same pointer run on
+//     several workers), so none may change it without synchronizing:
+//     treat it as read-only once emitted. It saves copying a large
+//     payload.
+//
+// A mismatch, such as Handle[Order] given a *Order, is a programming
+// error: the call fails at once, without retry, with an error wrapping
+// ErrPayloadType that names both types and says which change fixes it;
+// the pair becomes a dead letter and the other subscribers still get the
+// event. A nil payload is the zero value of a pointer, interface, map,
+// slice, channel or function T, and a mismatch for any other T.
+//
 // # Delivery guarantees
 //
 // Delivery is at-most-once: the queue lives in memory, so the events it
@@ -36,6 +63,13 @@
 // Stats.Dropped (by DropOldest, Close, a Shutdown whose ctx ended, the
 // dead-letter bound, or an Unsubscribe with retries pending). An event the
 // queue did not accept makes Emit return an error.
+//
+// To learn when one event is finished, emit it with EmitEvent and the
+// OnDone option: its function runs exactly once, after every subscriber
+// matched has delivered the event or dead-lettered it (retries included),
+// with nil, the dead letters' errors joined, or an error wrapping
+// ErrDropped. It is what a bridge from a durable queue acknowledges with,
+// for at-least-once delivery end to end.
 //
 // # Ordering
 //
@@ -121,6 +155,24 @@
 // oldest evicted first and counted as dropped. Redeliver queues them again
 // for their own subscribers with a fresh budget.
 //
+// The backoff is any func(attempt int) time.Duration; ConstantBackoff,
+// ExponentialBackoff and WithJitter make the usual ones. A handler returns
+// Permanent(err) for a failure that no retry can fix (a malformed event):
+// the pair becomes a dead letter at its first failure, whatever the
+// budget, and errors.Is and errors.As still reach err. ErrPayloadType
+// failures are permanent too. WithTimeout(d) gives each call a ctx with a
+// deadline d after the call starts; a call that returns an error after it
+// is a failure like any other, retried within the budget, and a handler
+// that ignores its ctx is not stopped. WithMiddleware wraps handlers (the
+// first given outermost) to log, measure or trace every call, retries
+// included (the Event's Attempt says which): what the middleware returns is
+// the call's outcome.
+//
+// WithRetry, WithTimeout and WithMiddleware given to New set every
+// subscription's default; given to On, they set that subscription's own:
+// On's WithRetry and WithTimeout replace New's, and On's middleware runs
+// inside New's.
+//
 // A handler that calls runtime.Goexit (t.FailNow and t.Fatal do) ends the
 // goroutine running it; the dispatcher cannot prevent that, but it records
 // the call as failed with ErrGoexit, queues the event for the subscribers
@@ -141,8 +193,11 @@
 //     finish (their ctx is cancelled), what is still queued is dropped,
 //     counted, and reported by Close's error (ErrDropped). A handler may
 //     call Close.
-//   - Cancelling Run's ctx stops the workers after their in-flight calls;
-//     queued events stay, for a later Run, Tick or Drain.
+//   - Cancelling Run's ctx stops the workers after their in-flight calls
+//     (their ctx is cancelled); queued events stay, for a later Run, Tick
+//     or Drain. A call that returns an error after that cancellation is
+//     not a failure: its (event, subscriber) pair stays queued, in order,
+//     and its handler may see the event again.
 //
 // Shutdown and Close are safe to call more than once and concurrently.
 // When Run, Shutdown or Close returns, no goroutine of the dispatcher is
@@ -158,6 +213,59 @@
 // Shutdown and Redeliver panic with a message that says so, before they
 // change anything.
 //
+// # Running in a service
+//
+// A service runs the worker pool for its whole life and stops it
+// gracefully on SIGTERM, giving the queue a bounded time to drain:
+//
+//	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+//	defer stop()
+//	d, err := dispatcher.New(dispatcher.WithRetry(5, dispatcher.ExponentialBackoff(time.Second, time.Minute).WithJitter(0.2)))
+//	...
+//	runErr := make(chan error, 1)
+//	go func() { runErr <- d.Run(context.WithoutCancel(ctx)) }()
+//
+//	// ... serve: request handlers call d.Emit(r.Context(), ...) ...
+//
+//	<-ctx.Done() // SIGTERM
+//	stop()       // a second signal kills the process at once
+//	// Stop the producers first (http.Server.Shutdown, say): once
+//	// Shutdown begins, their emits get ErrClosed.
+//	sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+//	defer cancel()
+//	if err := d.Shutdown(sctx); err != nil {
+//		log.Printf("dispatcher: %v; %d events dropped", err, d.Stats().Dropped)
+//	}
+//	if err := <-runErr; err != nil { // nil after Shutdown
+//		log.Print(err)
+//	}
+//
+// Run gets context.WithoutCancel(ctx): the ctx's values (a logger, say)
+// reach the handlers, but not its cancellation. Were Run's ctx the
+// signal's, SIGTERM would cancel the in-flight calls' ctx and stop the
+// workers with the queue still full, and the process would exit with
+// those events unhandled. This way the signal reaches the dispatcher only
+// through Shutdown, which processes everything queued, everything the
+// handlers emit meanwhile and every pending retry, while in-flight calls
+// finish with their ctx intact (WithTimeout still bounds each call).
+//
+// If Shutdown's deadline passes first, the rest goes as with Close: the
+// in-flight calls' ctx is cancelled, what is still queued or waiting for
+// a retry is dropped and counted in Stats.Dropped (OnDone reports
+// ErrDropped), a call that returns an error after that cancellation is
+// dropped and counted too, not retried or dead-lettered, and Shutdown
+// returns its ctx's error at once. A handler that ignores its ctx keeps
+// its worker until it returns, and Run returns only then: a process that
+// cannot wait for it exits without waiting for Run.
+//
+// Handlers get the ctx of Run (of Tick or Drain, or of Shutdown without
+// Run), never the ctx of the Emit that queued the event: the values and
+// the cancellation of the emitter's ctx do not cross the queue. A request
+// that ends, or is cancelled, after it emitted does not cancel the
+// handling of its events; what a handler needs from the request (a trace
+// ID, a tenant) travels in the payload. Example_service shows the recipe
+// end to end.
+//
 // # Testing with Tick and Drain
 //
 // Without Run, no goroutine exists: Emit only queues, and the test drives
@@ -169,10 +277,14 @@
 // waiting:
 //
 //	synctest.Test(t, func(t *testing.T) {
-//		d, _ := dispatcher.New(dispatcher.WithRetry(3, func(int) time.Duration { return time.Second }))
+//		d, _ := dispatcher.New(dispatcher.WithRetry(3, dispatcher.ConstantBackoff(time.Second)))
 //		...
 //		d.Drain(ctx, 0)         // first call fails
 //		time.Sleep(time.Second) // fake clock: returns at once
 //		d.Drain(ctx, 0)         // the retry runs
 //	})
+//
+// A jittered backoff (WithJitter) is random, so a test checks its bounds:
+// advance the clock to just before the shortest possible delay and see a
+// Drain run no retry, then to the longest and see it run the retry.
 package dispatcher

@@ -19,10 +19,23 @@ func (d *Dispatcher) Emit(ctx context.Context, topic string, payload any) error 
 	return d.emit(ctx, entry{topic: topic, payload: payload})
 }
 
-// EmitEvent is Emit with an ordering key: it queues e's Topic, Key and
-// Payload. The dispatcher assigns the ID and the Attempt.
-func (d *Dispatcher) EmitEvent(ctx context.Context, e Event) error {
-	return d.emit(ctx, entry{topic: e.Topic, key: e.Key, payload: e.Payload})
+// EmitEvent is Emit with an ordering key and options: it queues e's Topic,
+// Key and Payload (the dispatcher assigns the ID and the Attempt), and
+// OnDone asks to be told when the event is finished.
+func (d *Dispatcher) EmitEvent(ctx context.Context, e Event, opts ...EmitOption) error {
+	en := entry{topic: e.Topic, key: e.Key, payload: e.Payload}
+	if len(opts) > 0 {
+		var c emitConfig
+		for _, o := range opts {
+			if o != nil {
+				o.applyEmit(&c)
+			}
+		}
+		if c.done != nil {
+			en.tr = newTracker(c.done)
+		}
+	}
+	return d.emit(ctx, en)
 }
 
 func (d *Dispatcher) emit(ctx context.Context, e entry) error {
@@ -69,6 +82,7 @@ func (d *Dispatcher) emitSlow(ctx context.Context, e entry) error {
 			var buf [1]entry
 			if n, _ := r.TryPopN(buf[:]); n == 1 {
 				d.dropped.Add(1)
+				buf[0].tr.drop()
 			}
 			if r.TryPush(e) {
 				d.notify()

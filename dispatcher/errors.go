@@ -42,8 +42,9 @@ var (
 	// Run the worker is replaced; the rest of its batch stays queued.
 	ErrGoexit = errors.New("dispatcher: handler called runtime.Goexit")
 
-	// ErrPayloadType is returned by a Handle[T] handler that got a payload
-	// of another type than T.
+	// ErrPayloadType is returned by a Handle[T] or HandleEvent[T] handler
+	// that got a payload of another type than T. Such a failure is never
+	// retried: the pair becomes a dead letter at once.
 	ErrPayloadType = errors.New("dispatcher: payload type mismatch")
 )
 
@@ -86,3 +87,28 @@ func (e *HandlerError) Error() string {
 
 // Unwrap returns the handler's error.
 func (e *HandlerError) Unwrap() error { return e.Err }
+
+// Permanent marks err as a failure that no retry can fix (a malformed
+// event, a programming error): the (event, subscriber) pair becomes a dead
+// letter at its first failure, whatever the retry budget. errors.Is and
+// errors.As on the result, and on the dead letter's Err, still reach err.
+// Permanent(nil) is nil.
+func Permanent(err error) error {
+	if err == nil {
+		return nil
+	}
+	return &permanentError{err: err}
+}
+
+type permanentError struct{ err error }
+
+func (e *permanentError) Error() string { return e.err.Error() }
+func (e *permanentError) Unwrap() error { return e.err }
+
+// isPermanent reports whether a handler's failure must not be retried: it
+// was marked Permanent, or it is a payload type mismatch, which no retry
+// changes.
+func isPermanent(err error) bool {
+	var pe *permanentError
+	return errors.As(err, &pe) || errors.Is(err, ErrPayloadType)
+}

@@ -446,3 +446,70 @@ func sizeFor(full, short int) int {
 	}
 	return full
 }
+
+// doneRecorder records the OnDone calls of events under a name the test
+// gives each event. It is safe for concurrent use: done may run on a
+// worker, on an emitter (DropOldest) or on the caller of Close.
+type doneRecorder struct {
+	mu   sync.Mutex
+	errs map[string][]error // the error of each call, by event name
+}
+
+// option returns an OnDone option that records its calls under name.
+func (r *doneRecorder) option(name string) dispatcher.EmitOption {
+	return dispatcher.OnDone(func(err error) {
+		r.mu.Lock()
+		defer r.mu.Unlock()
+		if r.errs == nil {
+			r.errs = make(map[string][]error)
+		}
+		r.errs[name] = append(r.errs[name], err)
+	})
+}
+
+// calls returns the errors of the done calls of name so far.
+func (r *doneRecorder) calls(name string) []error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return slices.Clone(r.errs[name])
+}
+
+// once checks that the done of name ran exactly once, and returns the
+// error it got (nil if it did not run).
+func (r *doneRecorder) once(t testing.TB, name string) error {
+	t.Helper()
+	errs := r.calls(name)
+	if len(errs) != 1 {
+		t.Errorf("OnDone of event %s called %d times (%v), want once", name, len(errs), errs)
+	}
+	if len(errs) == 0 {
+		return nil
+	}
+	return errs[0]
+}
+
+// notYet checks that the done of name has not run; when says when.
+func (r *doneRecorder) notYet(t testing.TB, name, when string) {
+	t.Helper()
+	if errs := r.calls(name); len(errs) != 0 {
+		t.Errorf("%s: OnDone of event %s called %d times (%v), want not yet", when, name, len(errs), errs)
+	}
+}
+
+// emitWithDone is EmitEvent(e) with an OnDone recorded by r under name,
+// failing the test on error.
+func emitWithDone(t testing.TB, d *dispatcher.Dispatcher, r *doneRecorder, name string, e dispatcher.Event) {
+	t.Helper()
+	if err := d.EmitEvent(context.Background(), e, r.option(name)); err != nil {
+		t.Fatalf("EmitEvent(%s: %+v) error = %v", name, e, err)
+	}
+}
+
+// goroutineID returns the calling goroutine's id, read from the first
+// line of its stack trace ("goroutine 42 [running]:").
+func goroutineID() uint64 {
+	var buf [64]byte
+	var id uint64
+	_, _ = fmt.Sscanf(string(buf[:runtime.Stack(buf[:], false)]), "goroutine %d ", &id)
+	return id
+}

@@ -115,7 +115,7 @@ func (d *Dispatcher) endRun(ctx context.Context, rs *runState) error {
 	switch {
 	case d.state.Load() == stateClosed:
 		// Close ran: what handlers queued after its drop goes too.
-		d.dropped.Add(uint64(d.pend.clear()))
+		d.pend.clear(d)
 	case rs.drained.Load():
 		d.state.Store(stateClosed)
 		d.markClosed()
@@ -271,7 +271,7 @@ func (d *Dispatcher) close(wait bool) error {
 			d.awaitWorkers(rs)
 		}
 	}
-	d.dropped.Add(uint64(d.pend.clear()))
+	d.pend.clear(d)
 	// A Tick or Drain still running (Close may come from one of its
 	// handlers) drops what it holds when it sees the closed state.
 	n := int(d.dropped.Load()-before) + int(d.step.held.Load())

@@ -3,6 +3,7 @@ package dispatcher
 import (
 	"cmp"
 	"container/heap"
+	"runtime"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -16,14 +17,14 @@ import (
 // entry is what the ring holds for one emitted event. Its ID is not stored:
 // it is the event's position in the ring plus one, known when it is popped.
 //
-// It is padded so that a ring slot (entry and its 8-byte sequence number) is
-// one 64-byte cache line on 64-bit platforms: a producer filling one slot and
-// a consumer emptying the next never share a line.
+// With its 8-byte sequence number, a ring slot is one 64-byte cache line on
+// 64-bit platforms: a producer filling one slot and a consumer emptying the
+// next never share a line.
 type entry struct {
 	topic   string
 	key     string
 	payload any
-	_       [8]byte
+	tr      *tracker // OnDone's, or nil
 }
 
 // job is one unit of work: an event to fan out to every matching
@@ -33,6 +34,7 @@ type entry struct {
 type job struct {
 	ev   Event
 	sub  *subscriber
+	tr   *tracker // the event's OnDone tracker, or nil; the job holds one reference
 	owns bool
 }
 
@@ -76,7 +78,7 @@ type pending struct {
 	nWaiting atomic.Int64 // waiting.Len()
 	nRetries atomic.Int64 // retries
 
-	held []*atomic.Int64 // one per consumer (see proc.held); fixed after New
+	held []*atomic.Uint64 // one per consumer (see proc.held); fixed after New
 }
 
 func newPending(capacity int) *pending {
@@ -199,6 +201,7 @@ func (p *pending) nextDue() time.Time {
 // was pending when it began.
 type bounds struct {
 	carry, ready int    // how many more jobs from carry and from ready
+	ring         int    // how many more events from the ring
 	ringEnd      uint64 // ring positions below ringEnd only
 	max          int    // how many jobs in all; 0: no more
 	parts        int    // take 1/parts of the ready ring events (see ring.TryPopShare)
@@ -206,7 +209,7 @@ type bounds struct {
 
 // unbounded returns the bounds of one of n consumers under Run.
 func unbounded(n int) bounds {
-	return bounds{carry: maxInt, ready: maxInt, ringEnd: ^uint64(0), max: maxInt, parts: n}
+	return bounds{carry: maxInt, ready: maxInt, ring: maxInt, ringEnd: ^uint64(0), max: maxInt, parts: n}
 }
 
 const maxInt = int(^uint(0) >> 1)
@@ -214,16 +217,23 @@ const maxInt = int(^uint(0) >> 1)
 // round returns the bounds of a deterministic round: what is pending now,
 // at most max jobs (max <= 0: no limit).
 func (p *pending) round(max int) bounds {
-	p.mu.Lock()
-	b := bounds{carry: p.carry.Len(), ready: p.ready.Len()}
-	p.mu.Unlock()
+	var b bounds
+	if p.front.Load() > 0 {
+		p.mu.Lock()
+		b.carry, b.ready = p.carry.Len(), p.ready.Len()
+		p.mu.Unlock()
+	}
 	b.ringEnd = p.ring.Pushed()
+	b.ring = p.ring.Len()
 	b.max, b.parts = maxInt, 1
 	if max > 0 {
 		b.max = max
 	}
 	return b
 }
+
+// empty reports whether b allows nothing more.
+func (b *bounds) empty() bool { return b.max <= 0 || b.carry+b.ready+b.ring == 0 }
 
 // take appends to dst up to n jobs within b, from carry, then ready, then
 // the ring, and charges them to b. Ring events are popped into buf
@@ -252,12 +262,7 @@ func (p *pending) take(dst []job, buf []entry, n int, b *bounds, keys bool) (job
 		p.updateLocked()
 		p.mu.Unlock()
 	}
-	if n > 0 && b.ringEnd != ^uint64(0) {
-		// A round: pop no further than its end, as far as can be told
-		// now (DropOldest evictions move the head meanwhile).
-		head := p.ring.Pushed() - uint64(p.ring.Len())
-		n = int(min(uint64(n), max(b.ringEnd, head)-head))
-	}
+	n = min(n, b.ring)
 	if n > 0 && (!keys || !p.keys.Full()) {
 		// Under Run, an even share of what is ready, so that a few slow
 		// events spread over the workers instead of queueing behind one.
@@ -268,24 +273,32 @@ func (p *pending) take(dst []job, buf []entry, n int, b *bounds, keys bool) (job
 		}
 		for i := range buf[:k] {
 			e := &buf[i]
-			dst = append(dst, job{ev: Event{ID: first + uint64(i) + 1, Topic: e.topic, Key: e.key, Payload: e.payload}})
+			dst = append(dst, e.job(first+uint64(i)))
 		}
 		b.max -= k
+		b.ring -= popped
 		if k < popped {
 			beyond := make([]job, 0, popped-k)
 			for i := k; i < popped; i++ {
 				e := &buf[i]
-				beyond = append(beyond, job{ev: Event{ID: first + uint64(i) + 1, Topic: e.topic, Key: e.key, Payload: e.payload}})
+				beyond = append(beyond, e.job(first+uint64(i)))
 			}
 			p.putBack(beyond)
-			b.ringEnd = 0 // the round reached its end
+			b.ring = 0 // the round reached its end
 		}
-		clear(buf[:popped])
+		for i := range buf[:popped] {
+			buf[i] = entry{} // per element: cheaper than clear's bulk barrier for the usual few
+		}
 	}
 	if keys {
 		dst = p.admit(dst)
 	}
 	return dst, popped
+}
+
+// job returns the fresh job of e, popped at ring position pos.
+func (e *entry) job(pos uint64) job {
+	return job{ev: Event{ID: pos + 1, Topic: e.topic, Key: e.key, Payload: e.payload}, tr: e.tr}
 }
 
 // admit admits the keyed jobs of jobs to the key table and returns the ones
@@ -309,24 +322,37 @@ func (j *job) admitKey() string {
 	return j.ev.Key
 }
 
-// clear discards everything pending but what consumers hold, and returns
-// how many jobs that was. Payloads become collectable. Keys stay owned by
-// the consumers at work, which release them as usual; a key handed on with
-// a dropped job stays owned until Run's end resets the table (unkey).
-func (p *pending) clear() int {
+// clear discards everything pending but what consumers hold, counts it
+// in dropped and tells the events' OnDone. Payloads become collectable.
+// Keys stay owned by the consumers at work, which release them as usual;
+// a key handed on with a dropped job stays owned until Run's end resets
+// the table (unkey).
+func (p *pending) clear(d *Dispatcher) {
 	var buf [64]entry
-	n := 0
 	for p.ring.Len() > 0 {
 		k, _ := p.ring.TryPopN(buf[:])
+		for i := range buf[:k] {
+			buf[i].tr.drop()
+		}
 		clear(buf[:k])
-		n += k
+		d.dropped.Add(uint64(k))
 		if k == 0 {
-			break // a push still finishing: it is counted by whoever pops it
+			// A push claimed its slot and is still writing it. The ring
+			// is closed when clear runs for Close, so no push claims
+			// after it: wait for this one and drop it too.
+			if !p.ring.Closed() {
+				break // Run's end: the next consumer takes it
+			}
+			runtime.Gosched()
 		}
 	}
-	n += len(p.keys.TakeBacklogs(nil))
+	dropped := p.keys.TakeBacklogs(nil)
 	p.mu.Lock()
-	n += p.carry.Len() + p.ready.Len() + p.waiting.Len()
+	dropped = append(dropped, p.carry.Items()...)
+	dropped = append(dropped, p.ready.Items()...)
+	for i := range p.waiting {
+		dropped = append(dropped, p.waiting[i].job)
+	}
 	p.carry.Reset()
 	p.ready.Reset()
 	clear(p.waiting)
@@ -334,7 +360,7 @@ func (p *pending) clear() int {
 	p.retries = 0
 	p.updateLocked()
 	p.mu.Unlock()
-	return n
+	d.dropJobs(dropped)
 }
 
 // unkey is called when Run's workers have stopped: every key backlog, and

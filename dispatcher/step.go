@@ -71,7 +71,7 @@ func (d *Dispatcher) releaseStep() {
 	if d.state.Load() == stateClosed {
 		// Close ran while we processed (maybe from one of our handlers):
 		// what our handlers queued after its drop is dropped here.
-		d.dropped.Add(uint64(d.pend.clear()))
+		d.pend.clear(d)
 	}
 	d.owner.Store(ownerNone)
 	d.stepFree.broadcast()
@@ -96,17 +96,17 @@ func (d *Dispatcher) consume(ctx context.Context, limit int, once bool) (int, er
 			d.pend.moveDue(time.Now())
 		}
 		b := d.pend.round(limit - n)
-		if limit > 0 && n >= limit {
+		if b.empty() {
 			return n, nil
 		}
 		took := 0
-		for {
+		for !b.empty() {
 			jobs, popped := d.pend.take(p.jobs[:0], p.buf, popBatch, &b, false)
 			if popped > 0 {
 				d.roomMade(false)
 			}
 			if len(jobs) == 0 {
-				break
+				break // DropOldest evictions took the rest
 			}
 			k, err := p.runBatch(jobs, done, false)
 			n += k

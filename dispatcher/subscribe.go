@@ -4,17 +4,22 @@ import (
 	"fmt"
 	"slices"
 	"sync/atomic"
+	"time"
 
 	"github.com/ringbus/ringbus/internal/topic"
 )
 
-// subscriber is one registration made by On.
+// subscriber is one registration made by On. It is immutable but for
+// active.
 type subscriber struct {
-	name   string
-	seq    uint64 // subscription order: unique, ascending in On order
-	h      Handler
-	pat    topic.Pattern
-	active atomic.Bool // cleared by Unsubscribe
+	name     string
+	seq      uint64  // subscription order: unique, ascending in On order
+	h        Handler // the handler, wrapped in its middleware
+	pat      topic.Pattern
+	attempts int // the retry budget (WithRetry)
+	backoff  func(attempt int) time.Duration
+	timeout  time.Duration // each call's deadline (WithTimeout); 0: none
+	active   atomic.Bool   // cleared by Unsubscribe
 }
 
 // subIndex answers "which subscribers match this topic". It is immutable:
@@ -76,8 +81,17 @@ func (d *Dispatcher) On(pattern string, h Handler, opts ...SubscribeOption) (*Su
 		if o == nil {
 			return nil, fmt.Errorf("%w: On(%q): nil SubscribeOption", ErrInvalidOption, pattern)
 		}
-		if err := o(&sc); err != nil {
+		if err := o.applySubscription(&sc); err != nil {
 			return nil, err
+		}
+	}
+	// Middleware is applied before taking subMu: a constructor may call
+	// On or Unsubscribe.
+	pol := d.cfg.effective(sc.policy)
+	for i := len(pol.middleware) - 1; i >= 0; i-- {
+		h = pol.middleware[i](h)
+		if h == nil {
+			return nil, fmt.Errorf("%w: On(%q): middleware %d returned a nil Handler", ErrInvalidOption, pattern, i)
 		}
 	}
 	d.subMu.Lock()
@@ -91,7 +105,8 @@ func (d *Dispatcher) On(pattern string, h Handler, opts ...SubscribeOption) (*Su
 		}
 	}
 	d.nextSub++
-	s := &subscriber{name: sc.name, seq: d.nextSub, pat: p, h: h}
+	s := &subscriber{name: sc.name, seq: d.nextSub, pat: p, h: h,
+		attempts: pol.attempts, backoff: pol.backoff, timeout: pol.timeout}
 	if s.name == "" {
 		s.name = fmt.Sprintf("%s#%d", pattern, s.seq)
 	}

@@ -45,7 +45,7 @@ func (d *Dispatcher) takeJobs(p *proc, b *bounds) []job {
 		return nil
 	}
 	jobs, popped := d.pend.take(p.jobs[:0], p.buf, popBatch, b, true)
-	p.held.Store(int64(len(jobs))) // before the unlock: Stats never misses them
+	p.setHeld(len(jobs)) // before the unlock: Stats never misses them
 	d.pend.takeMu.Unlock()
 	if popped > 0 {
 		d.roomMade(true)

@@ -23,7 +23,9 @@ import (
 	"github.com/ringbus/ringbus/dispatcher"
 )
 
-// RunFinished is the payload of a "run.finished" event.
+// RunFinished is the payload of a "run.finished" event. It is emitted as
+// a value, and the handlers take it as one (Handle[RunFinished]): each
+// gets its own copy, so none can change what another sees.
 type RunFinished struct {
 	Tenant string
 	Rows   int
@@ -38,7 +40,7 @@ type notifier struct {
 	sent []string
 }
 
-func (n *notifier) handle(ctx context.Context, r *RunFinished) error {
+func (n *notifier) handle(ctx context.Context, r RunFinished) error {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	if n.down[r.Tenant] {
@@ -74,21 +76,21 @@ func runDeterministic() error {
 		return err
 	}
 	var audit []string
-	if _, err := d.On("run.*", dispatcher.Handle(func(ctx context.Context, r *RunFinished) error {
+	if _, err := d.On("run.*", dispatcher.Handle(func(ctx context.Context, r RunFinished) error {
 		audit = append(audit, fmt.Sprintf("%s:%d", r.Tenant, r.Rows))
 		return nil
 	}), dispatcher.WithName("audit")); err != nil {
 		return err
 	}
 	var triggered []string
-	if _, err := d.On("run.finished", dispatcher.Handle(func(ctx context.Context, r *RunFinished) error {
+	if _, err := d.On("run.finished", dispatcher.Handle(func(ctx context.Context, r RunFinished) error {
 		triggered = append(triggered, r.Tenant)
 		return d.Emit(ctx, "report.requested", r) // a cascade: the trigger emits
 	}), dispatcher.WithName("trigger")); err != nil {
 		return err
 	}
 	var reports []string
-	if _, err := d.On("report.requested", dispatcher.Handle(func(ctx context.Context, r *RunFinished) error {
+	if _, err := d.On("report.requested", dispatcher.Handle(func(ctx context.Context, r RunFinished) error {
 		reports = append(reports, r.Tenant)
 		return nil
 	}), dispatcher.WithName("reporter")); err != nil {
@@ -100,7 +102,7 @@ func runDeterministic() error {
 	}
 
 	for i, tenant := range []string{"t1", "t2", "t3", "t4"} {
-		if err := d.Emit(ctx, "run.finished", &RunFinished{Tenant: tenant, Rows: 10 * (i + 1)}); err != nil {
+		if err := d.Emit(ctx, "run.finished", RunFinished{Tenant: tenant, Rows: 10 * (i + 1)}); err != nil {
 			return err
 		}
 	}
@@ -148,15 +150,15 @@ func runConcurrent(producers, workers, events int) error {
 	var audited, triggered atomic.Int64
 	n := &notifier{down: map[string]bool{"t3": true}}
 	var notified, notifyFailed atomic.Int64
-	d.On("run.*", dispatcher.Handle(func(ctx context.Context, r *RunFinished) error {
+	d.On("run.*", dispatcher.Handle(func(ctx context.Context, r RunFinished) error {
 		audited.Add(1)
 		return nil
 	}), dispatcher.WithName("audit"))
-	d.On("run.finished", dispatcher.Handle(func(ctx context.Context, r *RunFinished) error {
+	d.On("run.finished", dispatcher.Handle(func(ctx context.Context, r RunFinished) error {
 		triggered.Add(1)
 		return nil
 	}), dispatcher.WithName("trigger"))
-	d.On("run.finished", dispatcher.Handle(func(ctx context.Context, r *RunFinished) error {
+	d.On("run.finished", dispatcher.Handle(func(ctx context.Context, r RunFinished) error {
 		if n.down[r.Tenant] { // read-only in this mode
 			notifyFailed.Add(1)
 			return errNotifierDown
@@ -168,7 +170,13 @@ func runConcurrent(producers, workers, events int) error {
 	runErr := make(chan error, 1)
 	go func() { runErr <- d.Run(ctx) }()
 
-	tenants := []*RunFinished{{"t1", 10}, {"t2", 20}, {"t3", 30}, {"t4", 40}}
+	runs := []RunFinished{{"t1", 10}, {"t2", 20}, {"t3", 30}, {"t4", 40}}
+	// Each value boxed once: an any that holds a value cannot be changed,
+	// so emitting it again and again shares it safely and copies nothing.
+	payloads := make([]any, len(runs))
+	for i, r := range runs {
+		payloads[i] = r
+	}
 	start := time.Now()
 	var wg sync.WaitGroup
 	per := events / producers
@@ -178,8 +186,8 @@ func runConcurrent(producers, workers, events int) error {
 			defer wg.Done()
 			for i := range per {
 				// Keyed by tenant: each tenant's runs reach each handler in order.
-				r := tenants[(p+i)%len(tenants)]
-				if err := d.EmitEvent(ctx, dispatcher.Event{Topic: "run.finished", Key: r.Tenant, Payload: r}); err != nil {
+				t := (p + i) % len(runs)
+				if err := d.EmitEvent(ctx, dispatcher.Event{Topic: "run.finished", Key: runs[t].Tenant, Payload: payloads[t]}); err != nil {
 					log.Printf("emit: %v", err)
 					return
 				}

@@ -14,6 +14,8 @@ import (
 	"math/bits"
 	"runtime"
 	"sync/atomic"
+
+	"github.com/ringbus/ringbus/internal/atomicx"
 	"unsafe"
 )
 
@@ -230,7 +232,7 @@ func (r *Ring[T]) TryPush(v T) bool {
 				// pos+1 sees v. Store is sequentially consistent, more
 				// than this needs; BENCHMARKS.md says why it is not a
 				// release-only store.
-				s.seq.Store(pos + 1)
+				atomicx.StoreRelease(&s.seq, pos+1)
 				return true
 			}
 			// Another producer won.
@@ -332,7 +334,7 @@ func (r *Ring[T]) pop(dst []T, parts int) (int, uint64) {
 				s.val = zero
 				// Hand the slot to the producer of the next lap, with
 				// the value cleared.
-				s.seq.Store(pos + i + r.mask + 1)
+				atomicx.StoreRelease(&s.seq, pos+i+r.mask+1)
 			}
 			return int(n), pos
 		}

@@ -9,7 +9,7 @@ import (
 
 // An EmitOption configures one EmitEvent call.
 type EmitOption interface {
-	applyEmit(c *emitConfig)
+	applyEmit(c emitConfig) emitConfig // by value: a pointer would make the config escape
 }
 
 type emitConfig struct {
@@ -18,7 +18,10 @@ type emitConfig struct {
 
 type onDone func(err error)
 
-func (f onDone) applyEmit(c *emitConfig) { c.done = f }
+func (f onDone) applyEmit(c emitConfig) emitConfig {
+	c.done = f
+	return c
+}
 
 // OnDone asks for done to be called exactly once when the event is
 // finished: every subscriber its topic matched when it was processed has

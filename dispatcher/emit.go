@@ -28,7 +28,7 @@ func (d *Dispatcher) EmitEvent(ctx context.Context, e Event, opts ...EmitOption)
 		var c emitConfig
 		for _, o := range opts {
 			if o != nil {
-				o.applyEmit(&c)
+				c = o.applyEmit(c)
 			}
 		}
 		if c.done != nil {

@@ -259,17 +259,17 @@ func (r *room) passOnLocked(ring *ring.Ring[entry]) {
 	}
 }
 
-// wake wakes up to n waiters, oldest first.
-func (r *room) wake(n int) {
+// wake wakes up to n waiters, oldest first, and returns how many.
+func (r *room) wake(n int) int {
 	if n <= 0 || r.waiters.Load() == 0 {
-		return
+		return 0
 	}
 	r.mu.Lock()
-	r.wakeLocked(n)
-	r.mu.Unlock()
+	defer r.mu.Unlock()
+	return r.wakeLocked(n)
 }
 
-func (r *room) wakeLocked(n int) {
+func (r *room) wakeLocked(n int) int {
 	k := min(max(n, 0), len(r.queue))
 	for _, w := range r.queue[:k] {
 		w.ready <- struct{}{}
@@ -278,6 +278,7 @@ func (r *room) wakeLocked(n int) {
 	m := copy(r.queue, r.queue[k:])
 	clear(r.queue[m:])
 	r.queue = r.queue[:m]
+	return k
 }
 
 // wakeAll wakes every waiter: the ring closed, or its consumers stopped.
@@ -285,19 +286,20 @@ func (r *room) wakeAll() { r.wake(maxInt) }
 
 // roomMade is called by a consumer that freed slots in the ring. Under Run
 // (halfway true) it wakes waiters only once the ring is at most half full,
-// and otherwise asks the scheduler to look again (see room).
-func (d *Dispatcher) roomMade(halfway bool) {
+// and otherwise asks the scheduler to look again (see room). It reports
+// whether it woke anyone.
+func (d *Dispatcher) roomMade(halfway bool) bool {
 	if d.room.waiters.Load() == 0 {
-		return
+		return false
 	}
 	r := d.pend.ring
 	free := r.Cap() - r.Len()
 	if !halfway || free >= r.Cap()/2 {
-		d.room.wake(free)
-		return
+		return d.room.wake(free) > 0
 	}
 	select {
 	case d.roomWake <- struct{}{}:
 	default:
 	}
+	return false
 }

@@ -15,17 +15,18 @@ import (
 
 // runState is one call of Run.
 type runState struct {
-	ctx      context.Context    // the workers' ctx; its cancellation stops them
-	cancel   context.CancelFunc // cancels ctx
-	stop     chan struct{}      // closed when the workers must exit
-	stopOnce sync.Once
-	done     chan struct{} // closed when Run returns
-	drained  atomic.Bool   // Shutdown's drain finished: nothing is left
-	live     atomic.Int32  // worker goroutines running
-	exited   chan struct{} // signalled when a worker goroutine exits; see awaitWorkers
+	ctx     context.Context    // the workers' ctx: they exit when it ends
+	cancel  context.CancelFunc // cancels ctx: Close, Shutdown's end, or Run's own ctx
+	done    chan struct{}      // closed when Run returns
+	drained atomic.Bool        // Shutdown's drain finished: nothing is left
+	live    atomic.Int32       // worker goroutines running
+	exited  chan struct{}      // signalled when a worker goroutine exits; see awaitWorkers
 }
 
-func (rs *runState) halt() { rs.stopOnce.Do(func() { close(rs.stop) }) }
+// halt stops the workers: they exit at their next check of ctx. When
+// Shutdown's drain is done no handler runs, so cancelling the handlers'
+// ctx then cancels nothing in flight.
+func (rs *runState) halt() { rs.cancel() }
 
 // Run starts the worker pool (WithWorkers goroutines, in an errgroup) and
 // blocks until it stops. It returns nil after Shutdown or Close, and ctx's
@@ -99,7 +100,6 @@ func (d *Dispatcher) startRun(ctx context.Context) (*runState, error) {
 	d.rs = &runState{
 		ctx:    runCtx,
 		cancel: cancel,
-		stop:   make(chan struct{}),
 		done:   make(chan struct{}),
 		exited: make(chan struct{}, 1),
 	}
@@ -265,7 +265,6 @@ func (d *Dispatcher) close(wait bool) error {
 	d.pend.ring.Close()
 	d.room.wakeAll() // blocked emitters see the closed ring
 	if rs != nil {
-		rs.cancel()
 		rs.halt()
 		if wait {
 			d.awaitWorkers(rs)

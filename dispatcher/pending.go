@@ -271,9 +271,10 @@ func (p *pending) take(dst []job, buf []entry, n int, b *bounds, keys bool) (job
 		if first+uint64(k) > b.ringEnd {
 			k = int(max(b.ringEnd, first) - first)
 		}
+		m := len(dst)
+		dst = slices.Grow(dst, k)[:m+k]
 		for i := range buf[:k] {
-			e := &buf[i]
-			dst = append(dst, e.job(first+uint64(i)))
+			buf[i].fill(&dst[m+i], first+uint64(i))
 		}
 		b.max -= k
 		b.ring -= popped
@@ -298,7 +299,24 @@ func (p *pending) take(dst []job, buf []entry, n int, b *bounds, keys bool) (job
 
 // job returns the fresh job of e, popped at ring position pos.
 func (e *entry) job(pos uint64) job {
-	return job{ev: Event{ID: pos + 1, Topic: e.topic, Key: e.key, Payload: e.payload}, tr: e.tr}
+	var j job
+	e.fill(&j, pos)
+	return j
+}
+
+// fill makes *j the fresh job of e, popped at ring position pos. It writes
+// field by field: a composite literal is built in a temporary and copied,
+// and the copy's wide loads stall on the narrow stores just made (store
+// forwarding), a cost paid per event.
+func (e *entry) fill(j *job, pos uint64) {
+	j.ev.ID = pos + 1
+	j.ev.Topic = e.topic
+	j.ev.Key = e.key
+	j.ev.Payload = e.payload
+	j.ev.Attempt = 0
+	j.sub = nil
+	j.tr = e.tr
+	j.owns = false
 }
 
 // admit admits the keyed jobs of jobs to the key table and returns the ones

@@ -23,8 +23,6 @@ func (d *Dispatcher) work(rs *runState, p *proc) {
 		select {
 		case <-done:
 			return
-		case <-rs.stop:
-			return
 		default:
 		}
 		if jobs := d.takeJobs(p, &b); len(jobs) > 0 {
@@ -102,7 +100,6 @@ func (d *Dispatcher) park(rs *runState, p *proc) bool {
 	select {
 	case <-d.wake:
 	case <-rs.ctx.Done():
-	case <-rs.stop:
 	}
 	return true
 }
@@ -149,8 +146,6 @@ func (d *Dispatcher) schedule(rs *runState) {
 				lookAt = time.Now().Add(roomLook)
 			}
 		case <-rs.ctx.Done():
-			return
-		case <-rs.stop:
 			return
 		}
 	}

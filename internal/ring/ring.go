@@ -127,7 +127,7 @@ type Ring[T any] struct {
 type slot[T any] struct {
 	// seq says whose turn the slot is (see Ring). Only the slot's owner
 	// stores to it, and the store hands the slot over.
-	seq atomic.Uint64
+	seq atomic.Uint64 // loaded with Load, stored by its owner with atomicx.StoreRelease
 	val T
 }
 
@@ -229,9 +229,8 @@ func (r *Ring[T]) TryPush(v T) bool {
 			if r.tail.CompareAndSwap(pos, pos+1) {
 				s.val = v
 				// Hand the slot to the consumer of pos: whoever loads
-				// pos+1 sees v. Store is sequentially consistent, more
-				// than this needs; BENCHMARKS.md says why it is not a
-				// release-only store.
+				// pos+1 sees v. Only this goroutine writes seq now, so a
+				// release store is enough (see internal/atomicx).
 				atomicx.StoreRelease(&s.seq, pos+1)
 				return true
 			}

@@ -198,6 +198,7 @@ func (d *Dispatcher) Shutdown(ctx context.Context) error {
 func (d *Dispatcher) drainForShutdown(ctx context.Context) error {
 	defer d.releaseStep()
 	d.step.bind(ctx)
+	d.step.collect = false // a Drain ended by runtime.Goexit may have left it set
 	for {
 		_, err := d.consume(ctx, 0, false)
 		switch {

@@ -42,8 +42,8 @@ func (d *Dispatcher) stepCall(ctx context.Context, name string, limit int, once 
 	p := d.step
 	p.bind(ctx)
 	p.collect, p.errs = true, nil // a Drain ended by runtime.Goexit left its errors here
-	defer func() { p.collect = false }()
 	n, err := d.consume(ctx, limit, once)
+	p.collect = false
 	p.forgetStaleMatch()
 	return n, p.takeErr(err)
 }
@@ -55,6 +55,9 @@ func (d *Dispatcher) ownStep(name string) error {
 		return ErrClosed
 	}
 	if !d.owner.CompareAndSwap(ownerNone, ownerStep) {
+		if name != "Shutdown" && d.state.Load() != stateOpen {
+			return ErrClosed // Shutdown or Close began meanwhile
+		}
 		if d.owner.Load() == ownerRun {
 			return fmt.Errorf("%w: %s while Run's workers own the queue: stop Run first (Shutdown, Close or Run's ctx)", ErrRunning, name)
 		}
@@ -120,6 +123,9 @@ func (d *Dispatcher) consume(ctx context.Context, limit int, once bool) (int, er
 		}
 		if took == 0 || once || (limit > 0 && n >= limit) {
 			return n, nil
+		}
+		if d.pend.ring.Pushed() == b.ringEnd && !d.pend.hasFront() && d.pend.nWaiting.Load() == 0 {
+			return n, nil // no handler emitted, retried or handed anything back: no next round
 		}
 	}
 }

@@ -284,6 +284,8 @@ func (b *Bus) publish(t *topic, msgs []*message.Message) error {
 // It runs one message of a topic at a time, in emit order (the topic is
 // the event's key), so the subscriptions' buffers receive a topic's
 // messages in order. It waits only when a subscription's buffer is full.
+// Its return ends the event, not the message: consumers ack later (see
+// Completion in the package doc).
 func (b *Bus) handle(ctx context.Context, ev dispatcher.Event) error {
 	env, ok := ev.Payload.(*Envelope)
 	if !ok {

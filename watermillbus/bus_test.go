@@ -126,7 +126,7 @@ func TestDeliveryWaitsForDrain(t *testing.T) {
 		publish(t, ps, "orders", "2")
 		recvAck(t, ch, "1")
 		expectIdle(t, ch) // "2" waits in the dispatcher's queue
-		drain(t, d)
+		drain(t, d)       // returns before anyone reads "2": the handler only buffers it (see Completion)
 		recvAck(t, ch, "2")
 		expectIdle(t, ch)
 	})

@@ -74,6 +74,45 @@
 // seen until it closes (a small struct each), as watermill's gochannel
 // does in its Persistent mode. Nothing survives the process or Bus.Close.
 //
+// # Completion
+//
+// A message is finished when a consumer acks it, which is later than the
+// dispatcher is done with its event, and the Bus keeps that account
+// itself:
+//
+//   - The event is done when the Bus's handler returns: it has appended
+//     the message to the buffer of every live subscription of the topic,
+//     counting them as its holders, or kept it for the next subscription.
+//     It does not wait for any consumer.
+//   - Each subscription's goroutine hands the consumer one message at a
+//     time and waits for its Ack or Nack. A Nack sends a fresh copy at
+//     once; an Ack marks the message acknowledged, so that no holder
+//     gives it back.
+//   - A subscription that ends gives back what it holds unacknowledged:
+//     one holder less; when none is left and no subscription acked the
+//     message, it goes back to the topic (see Persistence).
+//
+// The Bus does not use dispatcher.OnDone for this. OnDone says when every
+// handler the event matched has returned, and the Bus's handler returns
+// before any consumer has the message, on purpose. For OnDone to mean
+// "acked", the handler would have to wait for the ack, on a dispatcher
+// worker (or on the goroutine calling Tick or Drain), and the dispatcher
+// runs an event's handlers one after the other. Then a message would
+// reach a topic's second subscription only once the first had acked it;
+// a consumer holding a message would hold a worker, and with it the rest
+// of that worker's batch, other topics included; a Drain on the
+// consumer's goroutine would wait for itself; and a consumer that
+// publishes before it acks (a Router publishes a handler's output before
+// acking its input) would, the queue full, wait for room from workers
+// that wait for its ack, for good once every worker does. A Nack could
+// not be a handler error either: the dispatcher's retries have a budget
+// and a backoff, and let the key's later events overtake them (see
+// Ordering in the dispatcher's doc). And the kept messages and the
+// give-back would still need the Bus's own account, since done(nil) means
+// either acked by every subscription the event matched or that none
+// matched. With the buffers, each subscription goes at its consumer's
+// pace, and a handler waits only for a full buffer (see Slow consumers).
+//
 // # Ordering
 //
 // The messages of a topic reach each of its subscriptions in publish
@@ -136,7 +175,7 @@
 //     retry after backoff, then dead letter); watermill's consumer decides
 //     later, over a channel. The adapter's handler only appends to
 //     subscriptions' buffers; each subscription's goroutine waits for the
-//     consumer's Ack or Nack, and resends on Nack.
+//     consumer's Ack or Nack, and resends on Nack (see Completion).
 //   - Delivery to later subscribers: ringbus delivers to the handlers
 //     subscribed when an event is processed and keeps nothing. The adapter
 //     has one ringbus subscription (TopicPrefix + ".>") for all topics and

@@ -799,13 +799,6 @@ func TestDeadLetterNilArguments(t *testing.T) {
 	}
 }
 
-// panicValue calls f and returns the value it panicked with, or nil.
-func panicValue(f func()) (v any) {
-	defer func() { v = recover() }()
-	f()
-	return nil
-}
-
 // TestDeadLetterChoiceRacesDrain: RedeliverIf and DiscardIf, whose match
 // functions read the dispatcher, race a Drain that adds dead letters and
 // evicts old ones past a small limit. Every dead-lettering ends exactly

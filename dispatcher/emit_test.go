@@ -6,8 +6,11 @@ package dispatcher_test
 import (
 	"context"
 	"errors"
+	"runtime"
 	"slices"
 	"testing"
+	"time"
+	"weak"
 
 	"github.com/ringbus/ringbus/dispatcher"
 )
@@ -78,4 +81,87 @@ func TestEventIDsFollowEmitOrder(t *testing.T) {
 	if !slices.Equal(got, want) {
 		t.Errorf("delivered events =\n%+v\nwant\n%+v", got, want)
 	}
+}
+
+// trackedPayload is big enough to get an allocation of its own (no tiny-block
+// neighbour keeps it alive).
+type trackedPayload struct{ _ [256]byte }
+
+// emitTracked emits n events on topic with fresh *trackedPayload payloads and
+// returns weak pointers to them; it keeps no strong reference.
+//
+//go:noinline
+func emitTracked(t *testing.T, d *dispatcher.Dispatcher, topic string, n int) []weak.Pointer[trackedPayload] {
+	t.Helper()
+	ws := make([]weak.Pointer[trackedPayload], n)
+	for i := range ws {
+		p := new(trackedPayload)
+		ws[i] = weak.Make(p)
+		emit(t, d, topic, p)
+	}
+	return ws
+}
+
+// aliveAfterGC runs the garbage collector until every payload of ws is
+// collected, at most a few cycles, and returns how many are still alive.
+func aliveAfterGC(ws []weak.Pointer[trackedPayload]) int {
+	alive := len(ws)
+	for range 5 {
+		runtime.GC()
+		alive = 0
+		for _, w := range ws {
+			if w.Value() != nil {
+				alive++
+			}
+		}
+		if alive == 0 {
+			break
+		}
+	}
+	return alive
+}
+
+// TestPayloadsNotKeptAlive: the dispatcher keeps no reference to a
+// payload it is done with: after Drain delivered the events, and after
+// Close dropped the retries of failed ones, the payloads can be collected
+// while the dispatcher itself is still reachable.
+func TestPayloadsNotKeptAlive(t *testing.T) {
+	ctx := context.Background()
+	t.Run("delivered by Drain", func(t *testing.T) {
+		d := newDispatcher(t)
+		subscribe(t, d, "t", func(context.Context, dispatcher.Event) error { return nil })
+		ws := emitTracked(t, d, "t", 3)
+		if n, err := d.Drain(ctx, 0); n != 3 || err != nil {
+			t.Fatalf("Drain(0) = %d, %v, want 3, nil", n, err)
+		}
+		if alive := aliveAfterGC(ws); alive != 0 {
+			t.Errorf("%d of %d payloads still reachable after Drain returned", alive, len(ws))
+		}
+		runtime.KeepAlive(d)
+	})
+	t.Run("retries dropped by Close", func(t *testing.T) {
+		d := newDispatcher(t, dispatcher.WithRetry(3, func(int) time.Duration { return time.Hour }))
+		subscribe(t, d, "fail", func(context.Context, dispatcher.Event) error { return errors.New("failing") })
+		subscribe(t, d, "ok", func(context.Context, dispatcher.Event) error { return nil })
+		ws := emitTracked(t, d, "fail", 3)
+		if n, err := d.Drain(ctx, 0); n != 3 || err != nil {
+			t.Fatalf("Drain(0) = %d, %v, want 3, nil (the failures wait for their retries)", n, err)
+		}
+		// Three more events, with other payloads, take the tracked ones'
+		// place in whatever the consumer reuses between calls: what is
+		// left to keep them is the retries.
+		for range 3 {
+			emit(t, d, "ok", 0)
+		}
+		if n, err := d.Drain(ctx, 0); n != 3 || err != nil {
+			t.Fatalf("second Drain(0) = %d, %v, want 3, nil", n, err)
+		}
+		if err := d.Close(); !errors.Is(err, dispatcher.ErrDropped) {
+			t.Errorf("Close() error = %v, want ErrDropped (3 retries)", err)
+		}
+		if alive := aliveAfterGC(ws); alive != 0 {
+			t.Errorf("%d of %d payloads of dropped retries still reachable after Close", alive, len(ws))
+		}
+		runtime.KeepAlive(d)
+	})
 }

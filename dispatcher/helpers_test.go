@@ -4,12 +4,18 @@ package dispatcher_test
 // test call t.Fatal, so they must run on the test's goroutine.
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
+	"os"
+	"os/exec"
+	"regexp"
 	"runtime"
 	"slices"
+	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"testing/synctest"
 	"time"
@@ -50,6 +56,15 @@ func emit(t testing.TB, d *dispatcher.Dispatcher, topic string, payload any) {
 	t.Helper()
 	if err := d.Emit(context.Background(), topic, payload); err != nil {
 		t.Fatalf("Emit(%q, %v) error = %v", topic, payload, err)
+	}
+}
+
+// emitKeyed is EmitEvent of an event with an ordering key that fails the
+// test on error.
+func emitKeyed(t testing.TB, d *dispatcher.Dispatcher, topic, key string, payload any) {
+	t.Helper()
+	if err := d.EmitEvent(context.Background(), dispatcher.Event{Topic: topic, Key: key, Payload: payload}); err != nil {
+		t.Fatalf("EmitEvent(%q, key %q) error = %v", topic, key, err)
 	}
 }
 
@@ -96,6 +111,24 @@ func recv[T any](t testing.TB, ch <-chan T, what string) T {
 	case <-timer.C:
 		t.Fatalf("timed out after %v waiting for %s", waitTimeout, what)
 		panic("unreachable")
+	}
+}
+
+// recvOK is recv that reports a timeout with t.Errorf instead of t.Fatalf:
+// ok reports whether a value came. The test goes on, so that it can
+// release what its goroutines wait for before it ends (inside a synctest
+// bubble, goroutines left blocked make synctest panic, and under Run a
+// Fatal would leave them blocked). Only on the test's goroutine.
+func recvOK[T any](t testing.TB, ch <-chan T, what string) (v T, ok bool) {
+	t.Helper()
+	timer := time.NewTimer(waitTimeout)
+	defer timer.Stop()
+	select {
+	case v = <-ch:
+		return v, true
+	case <-timer.C:
+		t.Errorf("timed out after %v waiting for %s: the dispatcher is stuck", waitTimeout, what)
+		return v, false
 	}
 }
 
@@ -165,12 +198,32 @@ func shutdownAfterProducers(t testing.TB, ctx context.Context, d *dispatcher.Dis
 			t.Errorf("producer %d: %v", pr, err)
 		}
 	}
+	stopRun(t, ctx, d, wait)
+}
+
+// stopRun shuts d down with ctx and joins its Run (wait is startRun's),
+// reporting an error from either.
+func stopRun(t testing.TB, ctx context.Context, d *dispatcher.Dispatcher, wait func() error) {
+	t.Helper()
 	if err := d.Shutdown(ctx); err != nil {
-		t.Errorf("Shutdown() error = %v", err)
+		t.Errorf("Shutdown() error = %v, want nil", err)
 	}
 	if err := wait(); err != nil {
-		t.Errorf("Run() error = %v", err)
+		t.Errorf("Run() error = %v, want nil", err)
 	}
+}
+
+// drainOnGoroutine calls Drain(ctx, 0) on a goroutine of its own and waits
+// for that goroutine to end: for a handler that ends its goroutine with
+// runtime.Goexit, so that Drain never returns. The Drain's result is lost.
+func drainOnGoroutine(t testing.TB, ctx context.Context, d *dispatcher.Dispatcher) {
+	t.Helper()
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		_, _ = d.Drain(ctx, 0)
+	}()
+	recv(t, done, "the goroutine of the Drain to end")
 }
 
 // checkClosed checks that every entry point reports a closed dispatcher,
@@ -512,4 +565,123 @@ func goroutineID() uint64 {
 	var id uint64
 	_, _ = fmt.Sscanf(string(buf[:runtime.Stack(buf[:], false)]), "goroutine %d ", &id)
 	return id
+}
+
+// panicValue calls f and returns the value it panicked with, or nil.
+func panicValue(f func()) (v any) {
+	defer func() { v = recover() }()
+	f()
+	return nil
+}
+
+// allStacks returns the stack traces of every goroutine, for the message
+// of a test that found something hung.
+func allStacks() string {
+	buf := make([]byte, 1<<20)
+	return string(buf[:runtime.Stack(buf, true)])
+}
+
+// joinedLeaves returns the errors that err joins (errors.Join), recursively:
+// err itself if it joins none, nothing for nil.
+func joinedLeaves(err error) []error {
+	if err == nil {
+		return nil
+	}
+	j, ok := err.(interface{ Unwrap() []error })
+	if !ok {
+		return []error{err}
+	}
+	var leaves []error
+	for _, e := range j.Unwrap() {
+		leaves = append(leaves, joinedLeaves(e)...)
+	}
+	return leaves
+}
+
+// isJoin reports whether err joins other errors (has Unwrap() []error).
+func isJoin(err error) bool {
+	_, ok := err.(interface{ Unwrap() []error })
+	return ok
+}
+
+// goGroup joins goroutines on a channel, done, which is closed once every
+// goroutine started by Go has returned and started has been called. Unlike
+// a sync.WaitGroup's Wait, a receive from done is durably blocking inside a
+// synctest bubble (synctest.Wait and the fake clock see it as blocked), and
+// it can be selected on together with a timeout.
+type goGroup struct {
+	n    atomic.Int32 // goroutines running, plus one until started
+	done chan struct{}
+}
+
+// newGoGroup returns a group that counts one extra member until started
+// is called, so that done is not closed while goroutines are still being
+// started.
+func newGoGroup() *goGroup {
+	g := &goGroup{done: make(chan struct{})}
+	g.n.Store(1)
+	return g
+}
+
+// Go runs f on a new goroutine of the group.
+func (g *goGroup) Go(f func()) {
+	g.n.Add(1)
+	go func() {
+		defer g.finish()
+		f()
+	}()
+}
+
+// started says that Go will not be called again.
+func (g *goGroup) started() { g.finish() }
+
+func (g *goGroup) finish() {
+	if g.n.Add(-1) == 0 {
+		close(g.done)
+	}
+}
+
+// isolatedChildEnv holds, in a child process started by isolatedChild, the
+// name of the test the child runs.
+const isolatedChildEnv = "RINGBUS_ISOLATED_TEST"
+
+// isolatedChild runs the calling test again in a child process (the test
+// binary, with -test.run selecting that test alone) and reports whether
+// the caller is that child, where the test's body then runs:
+//
+//	if !isolatedChild(t) {
+//		return
+//	}
+//
+// In the parent it returns false after checking that the child passed,
+// and reports the child's output if not. It is for tests whose failure
+// ends the process: a panic on a dispatcher goroutine, or a synctest
+// bubble whose goroutines deadlock. Such a failure then ends only the
+// child; the parent reports it, panic and stacks included, as this test's
+// failure, and the other tests still run.
+func isolatedChild(t *testing.T) bool {
+	t.Helper()
+	if os.Getenv(isolatedChildEnv) == t.Name() {
+		return true
+	}
+	exe, err := os.Executable()
+	if err != nil {
+		t.Fatalf("os.Executable() error = %v", err)
+	}
+	parts := strings.Split(t.Name(), "/")
+	for i, p := range parts {
+		parts[i] = "^" + regexp.QuoteMeta(p) + "$"
+	}
+	args := []string{"-test.run=" + strings.Join(parts, "/"), "-test.count=1", "-test.v"}
+	if deadline, ok := t.Deadline(); ok {
+		// The child stops at the parent's own deadline (go test -timeout).
+		args = append(args, "-test.timeout="+time.Until(deadline).String())
+	}
+	cmd := exec.Command(exe, args...)
+	cmd.Env = append(os.Environ(), isolatedChildEnv+"="+t.Name())
+	out, err := cmd.CombinedOutput()
+	if err != nil || !bytes.Contains(out, []byte("--- PASS: "+t.Name()+" (")) {
+		t.Errorf("%s failed in a child process (%v); its output:\n%s", t.Name(), err, out)
+	}
+	return false
 }

@@ -867,3 +867,93 @@ func TestRedeliverRacingShutdownLosesNothing(t *testing.T) {
 		t.Errorf("dead letter redelivered during Shutdown lost (%d times)", lost)
 	}
 }
+
+// TestShutdownDeadlineWithStuckHandler: Shutdown's ctx bounds
+// Shutdown even when a handler under Run ignores its own cancelled ctx:
+// Shutdown returns context.DeadlineExceeded at its deadline while the
+// handler is still blocked; Run returns once the handler does.
+func TestShutdownDeadlineWithStuckHandler(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		const timeout = 100 * time.Millisecond
+		ctx := context.Background()
+		d := newDispatcher(t, dispatcher.WithWorkers(1))
+		entered := make(chan struct{})
+		release := make(chan struct{})
+		var returned atomic.Bool
+		subscribe(t, d, "t", func(context.Context, dispatcher.Event) error {
+			close(entered)
+			<-release // ignores ctx
+			returned.Store(true)
+			return nil
+		})
+		wait := startRun(t, ctx, d)
+		emit(t, d, "t", nil)
+		recvOK(t, entered, "call of the handler")
+
+		sctx, cancel := context.WithTimeout(ctx, timeout)
+		defer cancel()
+		start := time.Now()
+		shut := make(chan error, 1)
+		go func() { shut <- d.Shutdown(sctx) }()
+		err, ok := recvOK(t, shut, "return of Shutdown at its deadline while a handler ignores its ctx")
+		if ok {
+			if !errors.Is(err, context.DeadlineExceeded) {
+				t.Errorf("Shutdown() error = %v, want context.DeadlineExceeded", err)
+			}
+			if waited := time.Since(start); waited != timeout {
+				t.Errorf("Shutdown returned after %v of fake time, want %v", waited, timeout)
+			}
+			if returned.Load() {
+				t.Errorf("the handler returned before it was released")
+			}
+		}
+		close(release)
+		if !ok {
+			<-shut
+		}
+		if err := wait(); err != nil {
+			t.Errorf("Run() error = %v, want nil", err)
+		}
+	})
+}
+
+// TestCloseFromHandlerUnderRun: a handler that calls Close under Run
+// must not deadlock (Close waiting for Run, Run for the worker inside
+// Close): Close returns, Run returns nil, and the events still queued are
+// dropped and counted. It runs in a child process: a deadlock in a
+// synctest bubble ends the process.
+func TestCloseFromHandlerUnderRun(t *testing.T) {
+	if !isolatedChild(t) {
+		return
+	}
+	synctest.Test(t, func(t *testing.T) {
+		const events = 5
+		ctx := context.Background()
+		d := newDispatcher(t, dispatcher.WithWorkers(1))
+		var calls atomic.Int64
+		closed := make(chan error, 1)
+		subscribe(t, d, "t", func(_ context.Context, e dispatcher.Event) error {
+			calls.Add(1)
+			if e.ID == 1 {
+				closed <- d.Close()
+			}
+			return nil
+		})
+		for range events {
+			emit(t, d, "t", nil)
+		}
+		wait := startRun(t, ctx, d)
+		if _, ok := recvOK(t, closed, "return of Close called from a handler under Run"); !ok {
+			t.FailNow() // the bubble is deadlocked; this ends the child process
+		}
+		if err := wait(); err != nil {
+			t.Errorf("Run() error = %v, want nil", err)
+		}
+		if n := calls.Load(); n != 1 {
+			t.Errorf("%d handler calls, want 1 (Close drops the rest)", n)
+		}
+		if st := d.Stats(); st.Emitted != events || st.Dropped != events-1 || st.Queued != 0 {
+			t.Errorf("Stats() = %+v, want Emitted %d, Dropped %d, Queued 0", st, events, events-1)
+		}
+	})
+}

@@ -508,7 +508,7 @@ func mdExec(t *testing.T, c mdCase, plan mdPlan, rng *rand.Rand) {
 	}
 
 	// The producers.
-	prods := newMdGroup()
+	prods := newGoGroup()
 	prodSeqs := make([][]uint64, plan.Producers)
 	env.halfAt = max(1, int64(plan.Producers*c.ops/2))
 	for pid := range plan.Producers {
@@ -701,38 +701,9 @@ func (env *mdEnv) quiesce(t *testing.T, cut bool) {
 	for env.d.Stats().Failed != uint64(env.expectFail.Load()) {
 		if env.hang.Err() != nil {
 			t.Fatalf("waiting for announced failures to be counted hung: Failed %d, announced %d; goroutines:\n%s",
-				env.d.Stats().Failed, env.expectFail.Load(), mdStacks())
+				env.d.Stats().Failed, env.expectFail.Load(), allStacks())
 		}
 		env.yield()
-	}
-}
-
-// mdGroup joins goroutines on a channel, which is durably blocking inside
-// a synctest bubble. It counts one extra member until started is called.
-type mdGroup struct {
-	n    atomic.Int32
-	done chan struct{}
-}
-
-func newMdGroup() *mdGroup {
-	g := &mdGroup{done: make(chan struct{})}
-	g.n.Store(1)
-	return g
-}
-
-func (g *mdGroup) Go(f func()) {
-	g.n.Add(1)
-	go func() {
-		defer g.finish()
-		f()
-	}()
-}
-
-func (g *mdGroup) started() { g.finish() }
-
-func (g *mdGroup) finish() {
-	if g.n.Add(-1) == 0 {
-		close(g.done)
 	}
 }
 
@@ -742,7 +713,7 @@ func (env *mdEnv) wait(t *testing.T, what string, ch <-chan struct{}) {
 	select {
 	case <-ch:
 	case <-env.hang.Done():
-		t.Fatalf("%s hung; goroutines:\n%s", what, mdStacks())
+		t.Fatalf("%s hung; goroutines:\n%s", what, allStacks())
 	}
 }
 
@@ -755,7 +726,7 @@ func (env *mdEnv) call(t *testing.T, what string, f func() error) error {
 	case err := <-ch:
 		return err
 	case <-env.hang.Done():
-		t.Fatalf("%s hung; goroutines:\n%s", what, mdStacks())
+		t.Fatalf("%s hung; goroutines:\n%s", what, allStacks())
 		return nil
 	}
 }
@@ -774,11 +745,6 @@ func (env *mdEnv) yield() {
 	case <-tm.C:
 	case <-env.hang.Done():
 	}
-}
-
-func mdStacks() string {
-	buf := make([]byte, 1<<20)
-	return string(buf[:runtime.Stack(buf, true)])
 }
 
 func (env *mdEnv) register(s *mdSub) {
@@ -1288,7 +1254,7 @@ func (env *mdEnv) finishByDrain(t *testing.T, prodsDone <-chan struct{}) {
 			stop = nil // only kicks and retries' backoff now
 		}
 		if !env.idle(st, stop, env.hang.Done()) && env.hang.Err() != nil {
-			t.Fatalf("finishing Drain: waiting for producers hung; stats %+v; goroutines:\n%s", d.Stats(), mdStacks())
+			t.Fatalf("finishing Drain: waiting for producers hung; stats %+v; goroutines:\n%s", d.Stats(), allStacks())
 		}
 	}
 }
@@ -1309,19 +1275,19 @@ func (env *mdEnv) stepErr(who string, err error, ctx context.Context) (stop bool
 			if he.Attempt < 1 || he.Attempt > env.plan.Attempts || !mdOurFailure(he.Err) {
 				env.problem("%s: bad HandlerError %v", who, he)
 			}
-		case errors.Is(err, dispatcher.ErrClosed) && !mdIsJoin(err):
+		case errors.Is(err, dispatcher.ErrClosed) && !isJoin(err):
 			stop = true
 			if !env.closing.Load() {
 				env.problem("%s: ErrClosed before any Shutdown or Close", who)
 			}
-		case errors.Is(err, context.Canceled) && !mdIsJoin(err) && ctx.Err() != nil:
+		case errors.Is(err, context.Canceled) && !isJoin(err) && ctx.Err() != nil:
 			stop = true
 		case errors.Is(err, dispatcher.ErrRunning) && env.closing.Load():
 			// The only other owner of the queue here is Shutdown's drain,
 			// and Tick's doc says: after Shutdown or Close, ErrClosed.
 			stop = true
 			env.problem("%s racing Shutdown got %v; want ErrClosed (Shutdown began before its drain took the queue)", who, err)
-		case mdIsJoin(err):
+		case isJoin(err):
 			for _, e := range err.(interface{ Unwrap() []error }).Unwrap() {
 				walk(e)
 			}
@@ -1332,28 +1298,6 @@ func (env *mdEnv) stepErr(who string, err error, ctx context.Context) (stop bool
 	}
 	walk(err)
 	return stop
-}
-
-func mdIsJoin(err error) bool {
-	_, ok := err.(interface{ Unwrap() []error })
-	return ok
-}
-
-// mdLeaves returns the errors that err joins, recursively (err itself if it
-// joins none; nothing for nil).
-func mdLeaves(err error) []error {
-	if err == nil {
-		return nil
-	}
-	j, ok := err.(interface{ Unwrap() []error })
-	if !ok {
-		return []error{err}
-	}
-	var leaves []error
-	for _, e := range j.Unwrap() {
-		leaves = append(leaves, mdLeaves(e)...)
-	}
-	return leaves
 }
 
 // mdOurFailure reports whether err is what the handlers fail with: an
@@ -1604,7 +1548,7 @@ func (env *mdEnv) check(t *testing.T, complete bool, prodSeqs [][]uint64) {
 			continue
 		}
 		failedSubs := make(map[string]bool)
-		for _, leaf := range mdLeaves(err) {
+		for _, leaf := range joinedLeaves(err) {
 			var he *dispatcher.HandlerError
 			switch {
 			case errors.As(leaf, &he):

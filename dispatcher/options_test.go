@@ -6,6 +6,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
@@ -129,6 +130,48 @@ func TestWithCapacityRoundsUpToPowerOfTwo(t *testing.T) {
 			}
 			if err := d.Close(); err != nil {
 				t.Errorf("Close() error = %v", err)
+			}
+		})
+	}
+}
+
+// TestOptionBounds: WithCapacity and WithWorkers have upper bounds
+// (2^24 events at most, 4096 workers) and New rejects values beyond them
+// with an error wrapping ErrInvalidOption that names the option. A
+// rejected value is followed by another bad option, which makes a New that
+// wrongly accepts the first fail on the second instead of allocating, say,
+// a ring of 2^30 slots: the test then sees an error that names the wrong
+// option.
+func TestOptionBounds(t *testing.T) {
+	stop := dispatcher.WithDeadLetterLimit(0) // invalid
+	tests := []struct {
+		name   string
+		give   dispatcher.Option
+		option string // named by the error; "" when the value is accepted
+	}{
+		{"WithCapacity(1<<20)", dispatcher.WithCapacity(1 << 20), ""},
+		{"WithCapacity(1<<25)", dispatcher.WithCapacity(1 << 25), "WithCapacity"},
+		{"WithCapacity(1<<30)", dispatcher.WithCapacity(1 << 30), "WithCapacity"},
+		{"WithWorkers(4096)", dispatcher.WithWorkers(4096), ""},
+		{"WithWorkers(100000)", dispatcher.WithWorkers(100000), "WithWorkers"},
+		{"WithWorkers(1<<30)", dispatcher.WithWorkers(1 << 30), "WithWorkers"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if tt.option == "" {
+				d, err := dispatcher.New(tt.give)
+				if err != nil {
+					t.Fatalf("New(%s) error = %v, want nil", tt.name, err)
+				}
+				_ = d.Close()
+				return
+			}
+			var err error
+			if p := panicValue(func() { _, err = dispatcher.New(tt.give, stop) }); p != nil {
+				t.Fatalf("New(%s, ...) panicked: %v", tt.name, p)
+			}
+			if !errors.Is(err, dispatcher.ErrInvalidOption) || !strings.Contains(fmt.Sprint(err), tt.option) {
+				t.Errorf("New(%s, WithDeadLetterLimit(0)) error = %v, want ErrInvalidOption for %s", tt.name, err, tt.option)
 			}
 		})
 	}

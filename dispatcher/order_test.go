@@ -12,6 +12,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"testing/synctest"
 
 	"github.com/ringbus/ringbus/dispatcher"
 )
@@ -259,6 +260,65 @@ func orderHotKeys(t *testing.T, workers []int, perKey int) {
 	for _, w := range workers {
 		t.Run(fmt.Sprintf("workers=%d", w), func(t *testing.T) {
 			runOrder(t, orderConfig{workers: w, capacity: 64, keys: 4, perKey: perKey, unkeyed: 1})
+		})
+	}
+}
+
+// TestHotKeyDoesNotBlockOtherKeys: under Run, a key whose handler is
+// slow delays its own events only. Two cases, two workers, a hot key whose
+// handler blocks on each call until the test releases it:
+//   - cold queued behind hot: hot1..hot4, cold, hot5..hot8 are queued
+//     before Run. The worker that takes hot1 may take cold in the same
+//     batch; once hot1 returns, cold must run without waiting for hot2..hot8
+//     (the next hot event is handed to the other worker, not run first).
+//   - cold emitted while hot blocks: the other worker is idle and runs it.
+func TestHotKeyDoesNotBlockOtherKeys(t *testing.T) {
+	for _, when := range []string{"queued behind hot", "emitted while hot blocks"} {
+		t.Run(when, func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				const hot = 8
+				ctx := context.Background()
+				d := newDispatcher(t, dispatcher.WithWorkers(2))
+				entered := make(chan struct{}, hot)
+				release := make(chan struct{})
+				cold := make(chan struct{}, 1)
+				subscribe(t, d, "t", func(_ context.Context, e dispatcher.Event) error {
+					switch e.Key {
+					case "hot":
+						entered <- struct{}{}
+						<-release // ignores ctx, as a stuck handler does
+					case "cold":
+						cold <- struct{}{}
+					}
+					return nil
+				})
+				var wait func() error
+				if when == "queued behind hot" {
+					for i := range hot {
+						if i == hot/2 {
+							emitKeyed(t, d, "t", "cold", nil)
+						}
+						emitKeyed(t, d, "t", "hot", nil)
+					}
+					wait = startRun(t, ctx, d)
+					recvOK(t, entered, "call of the hot handler")
+					release <- struct{}{} // hot1 returns; hot2 may start and block
+				} else {
+					wait = startRun(t, ctx, d)
+					for range hot {
+						emitKeyed(t, d, "t", "hot", nil)
+					}
+					if _, ok := recvOK(t, entered, "call of the hot handler"); ok {
+						emitKeyed(t, d, "t", "cold", nil)
+					}
+				}
+				recvOK(t, cold, "call of the cold handler while the hot handler blocks (head-of-line blocking across keys)")
+				close(release)
+				stopRun(t, ctx, d, wait)
+				if st := d.Stats(); st.Delivered != hot+1 {
+					t.Errorf("Stats().Delivered = %d, want %d", st.Delivered, hot+1)
+				}
+			})
 		})
 	}
 }

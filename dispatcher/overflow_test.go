@@ -6,7 +6,9 @@ package dispatcher_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"slices"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"testing/synctest"
@@ -422,12 +424,7 @@ func TestRunHandlerEmitOnFullRingNoDeadlock(t *testing.T) {
 						emit(t, d, "trigger", i) // Block: waits for the worker
 					}
 				}
-				if err := d.Shutdown(ctx); err != nil {
-					t.Errorf("Shutdown() error = %v", err)
-				}
-				if err := wait(); err != nil {
-					t.Errorf("Run() error = %v", err)
-				}
+				stopRun(t, ctx, d, wait)
 				if got := delivered.Load() + errored.Load(); got != int64(fanout*tt.triggers) {
 					t.Errorf("delivered %d + errored %d = %d, want %d", delivered.Load(), errored.Load(), got, fanout*tt.triggers)
 				}
@@ -489,14 +486,267 @@ func TestRunBlockedEmitterLooksForRoomItself(t *testing.T) {
 		if waited := time.Since(start); waited > dispatcher.RoomLook {
 			t.Errorf("the blocked Emit returned after %v, want at most RoomLook (%v)", waited, dispatcher.RoomLook)
 		}
-		if err := d.Shutdown(ctx); err != nil {
-			t.Errorf("Shutdown() error = %v", err)
-		}
-		if err := wait(); err != nil {
-			t.Errorf("Run() error = %v", err)
-		}
+		stopRun(t, ctx, d, wait)
 		if got := delivered.Load(); got != capacity+1 {
 			t.Errorf("delivered %d events, want %d", got, capacity+1)
+		}
+	})
+}
+
+// TestDropOldestDrainCascadeCountsAddUp: under DropOldest, a handler emits more
+// events than the queue holds while Drain or Shutdown (without Run)
+// processes a full queue, so the emits evict events that the round in
+// progress counted on processing. Neither may panic, and every accepted event is
+// accounted for: delivered (one subscriber, so one handler call each),
+// dropped or still queued.
+func TestDropOldestDrainCascadeCountsAddUp(t *testing.T) {
+	for _, stop := range []string{"Drain", "Shutdown"} {
+		t.Run(stop, func(t *testing.T) {
+			const capacity, cascade = 256, 300
+			ctx := context.Background()
+			d := newDispatcher(t, dispatcher.WithCapacity(capacity), dispatcher.WithOverflow(dispatcher.DropOldest))
+			calls := 0 // handlers run on this goroutine: no Run
+			var emitErrs []error
+			subscribe(t, d, "t", func(ctx context.Context, e dispatcher.Event) error {
+				calls++
+				if e.ID == 1 {
+					for i := range cascade {
+						if err := d.Emit(ctx, "t", i); err != nil {
+							emitErrs = append(emitErrs, err)
+						}
+					}
+				}
+				return nil
+			})
+			for i := range capacity {
+				emit(t, d, "t", i)
+			}
+			var err error
+			if p := panicValue(func() {
+				if stop == "Drain" {
+					_, err = d.Drain(ctx, 0)
+				} else {
+					err = d.Shutdown(ctx)
+				}
+			}); p != nil {
+				t.Errorf("%s() panicked: %v", stop, p)
+			} else if err != nil {
+				t.Errorf("%s() error = %v, want nil", stop, err)
+			}
+			if len(emitErrs) > 0 {
+				t.Errorf("DropOldest emits from the handler failed: %v", errors.Join(emitErrs...))
+			}
+			st := d.Stats()
+			if st.Emitted != capacity+cascade {
+				t.Errorf("Stats().Emitted = %d, want %d", st.Emitted, capacity+cascade)
+			}
+			if sum := uint64(calls) + st.Dropped + uint64(st.Queued); sum != st.Emitted {
+				t.Errorf("%d handler calls + Dropped %d + Queued %d = %d, want Emitted %d",
+					calls, st.Dropped, st.Queued, sum, st.Emitted)
+			}
+			if st.Queued != 0 {
+				t.Errorf("Stats().Queued = %d after %s, want 0", st.Queued, stop)
+			}
+			_ = d.Close()
+		})
+	}
+}
+
+// countingCtx counts the calls of its ctx methods: an emitter blocked on
+// a full ring that uses its ctx while nothing happens is polling.
+type countingCtx struct {
+	context.Context
+	calls *atomic.Int64
+}
+
+func (c countingCtx) Deadline() (time.Time, bool) { c.calls.Add(1); return c.Context.Deadline() }
+func (c countingCtx) Done() <-chan struct{}       { c.calls.Add(1); return c.Context.Done() }
+func (c countingCtx) Err() error                  { c.calls.Add(1); return c.Context.Err() }
+func (c countingCtx) Value(k any) any             { c.calls.Add(1); return c.Context.Value(k) }
+
+// TestBlockedEmittersDoNotPoll: emitters blocked under Block on a
+// full ring, with the only worker stuck in a handler, sleep until
+// something happens: room, their ctx's end (its error comes back), or
+// Close (ErrClosed). A dispatcher that makes them look for room on a timer
+// (every millisecond) wakes each of them 1,000 times in the test's idle
+// second of fake time; an hour would be 36 million wake-ups. The test sees the polling
+// through the ctx the emitters were given: a sleeping emitter does not use
+// it. (An internal wake-up counter, exported to tests by an
+// export_test.go, would be a more direct probe.)
+func TestBlockedEmittersDoNotPoll(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		const emitters = 10
+		// Fake time is kept short: it is slow where emitters poll.
+		const idle = time.Second
+		const deadline = idle + time.Second // emitter 0's ctx
+		base := context.Background()
+		d := newDispatcher(t, dispatcher.WithWorkers(1), dispatcher.WithCapacity(1)) // Block is the default
+		entered := make(chan struct{})
+		subscribe(t, d, "t", func(ctx context.Context, e dispatcher.Event) error {
+			if e.ID == 1 {
+				close(entered)
+				<-ctx.Done() // until Close cancels it
+			}
+			return nil
+		})
+		wait := startRun(t, base, d)
+		emit(t, d, "t", nil)
+		recvOK(t, entered, "call of the handler")
+		emit(t, d, "t", nil) // the ring (capacity 1) is full now
+
+		expiry := time.Now().Add(deadline)
+		dctx, cancelD := context.WithDeadline(base, expiry)
+		defer cancelD()
+		cctx, cancelC := context.WithCancel(base)
+		defer cancelC()
+		var calls atomic.Int64
+		errs := make([]error, emitters)
+		done := make([]chan struct{}, emitters)
+		for i := range emitters {
+			ctx := base
+			switch i {
+			case 0:
+				ctx = dctx
+			case 1:
+				ctx = cctx
+			}
+			done[i] = make(chan struct{})
+			go func() {
+				defer close(done[i])
+				errs[i] = d.Emit(countingCtx{ctx, &calls}, "t", nil)
+			}()
+		}
+		blocked := func(i int) bool {
+			select {
+			case <-done[i]:
+				return false
+			default:
+				return true
+			}
+		}
+		synctest.Wait() // every emitter is blocked
+		before, st := calls.Load(), d.Stats()
+		time.Sleep(idle)
+		synctest.Wait()
+		if n := calls.Load() - before; n != 0 {
+			t.Errorf("blocked emitters used their ctx %d times in %v of fake time in which nothing happened: they poll", n, idle)
+		}
+		if now := d.Stats(); now != st {
+			t.Errorf("Stats() changed while nothing happened: %+v, then %+v", st, now)
+		}
+		for i := range emitters {
+			if !blocked(i) {
+				t.Errorf("emitter %d returned %v while the ring stayed full", i, errs[i])
+			}
+		}
+
+		cancelC()
+		synctest.Wait()
+		if blocked(1) {
+			t.Errorf("emitter 1 still blocked after its ctx was cancelled")
+		} else if !errors.Is(errs[1], context.Canceled) {
+			t.Errorf("emitter 1: Emit() error = %v after its ctx was cancelled, want context.Canceled", errs[1])
+		}
+		time.Sleep(time.Until(expiry))
+		synctest.Wait()
+		if blocked(0) {
+			t.Errorf("emitter 0 still blocked after its ctx's deadline")
+		} else if !errors.Is(errs[0], context.DeadlineExceeded) {
+			t.Errorf("emitter 0: Emit() error = %v at its ctx's deadline, want context.DeadlineExceeded", errs[0])
+		}
+
+		if err := d.Close(); !errors.Is(err, dispatcher.ErrDropped) {
+			t.Errorf("Close() error = %v, want ErrDropped (one event queued)", err)
+		}
+		for i := 2; i < emitters; i++ {
+			if _, ok := recvOK(t, done[i], fmt.Sprintf("return of blocked emitter %d after Close", i)); !ok {
+				continue
+			}
+			if !errors.Is(errs[i], dispatcher.ErrClosed) {
+				t.Errorf("emitter %d: Emit() error = %v after Close, want ErrClosed", i, errs[i])
+			}
+		}
+		if err := wait(); err != nil {
+			t.Errorf("Run() error = %v, want nil", err)
+		}
+	})
+}
+
+// TestBlockFairness: producers blocked under Block are served in
+// turn: none is starved while the others keep getting room. Four
+// producers emit 50 events each into a queue of 4 that one worker empties
+// one event per step of the test; the event IDs give the order in which
+// the events were accepted. With emitters served first come, first served,
+// a waiting producer gets room before any producer that queued after it,
+// so between two of its accepted events come at most the three other
+// producers' (one each), plus whatever got in without waiting while there
+// was room. The bound allows far more: every producer that has events left
+// has one accepted in every window of 2*capacity*producers = 32 accepted
+// events. A dispatcher that lets woken or newly arrived emitters race for
+// the freed slots (barging) can starve one producer for longer.
+func TestBlockFairness(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		const producers, each, capacity = 4, 50, 4
+		const window = 2 * capacity * producers
+		ctx := context.Background()
+		d := newDispatcher(t, dispatcher.WithCapacity(capacity), dispatcher.WithWorkers(1)) // Block is the default
+		step := make(chan struct{})
+		byID := make([]int, producers*each+1) // event ID -> producer; written by the one worker
+		subscribe(t, d, "t", func(_ context.Context, e dispatcher.Event) error {
+			<-step
+			byID[e.ID] = e.Payload.(int)
+			return nil
+		})
+		wait := startRun(t, ctx, d)
+		var wg sync.WaitGroup
+		emitErrs := make([]error, producers)
+		for p := range producers {
+			wg.Go(func() {
+				for range each {
+					if err := d.Emit(ctx, "t", p); err != nil {
+						emitErrs[p] = err
+						return
+					}
+				}
+			})
+		}
+		for i := range producers * each {
+			synctest.Wait() // the emitters that can get room have it
+			select {
+			case step <- struct{}{}:
+			case <-time.After(waitTimeout):
+				t.Errorf("the worker took no event %d within %v of fake time", i+1, waitTimeout)
+			}
+			if t.Failed() {
+				break
+			}
+		}
+		close(step) // lets the handler run through whatever is left
+		wg.Wait()
+		stopRun(t, ctx, d, wait)
+		for p, err := range emitErrs {
+			if err != nil {
+				t.Errorf("producer %d: Emit() error = %v", p, err)
+			}
+		}
+		if t.Failed() {
+			return
+		}
+		for p := range producers {
+			last, worst, at := uint64(0), uint64(0), uint64(0)
+			for id := uint64(1); id < uint64(len(byID)); id++ {
+				if byID[id] != p {
+					continue
+				}
+				if gap := id - last; gap > worst {
+					worst, at = gap, id
+				}
+				last = id
+			}
+			if worst > window {
+				t.Errorf("producer %d had no event accepted among %d in a row (up to event %d), want at most %d",
+					p, worst-1, at, window-1)
+			}
 		}
 	})
 }

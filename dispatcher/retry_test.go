@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -331,4 +332,61 @@ func TestRunRetryWithoutBackoffKeepsBudgetUnderLoad(t *testing.T) {
 	if st.Retried+st.DeadLettered != uint64(retryable) || st.Failed != uint64(retryable) {
 		t.Errorf("Stats() = %+v, want Failed %d = Retried + DeadLettered", st, retryable)
 	}
+}
+
+// backoffPanics is a retry backoff that panics.
+func backoffPanics(int) time.Duration { panic("kaboom") }
+
+// checkBackoffDeadLetter checks that the one failed pair of a dispatcher
+// whose backoff panics became a dead letter whose error tells so.
+func checkBackoffDeadLetter(t *testing.T, d *dispatcher.Dispatcher) {
+	t.Helper()
+	dls := d.DeadLetters()
+	if len(dls) != 1 {
+		t.Fatalf("DeadLetters() = %+v, want 1", dls)
+	}
+	if msg := fmt.Sprint(dls[0].Err); !strings.Contains(msg, "backoff") || !strings.Contains(msg, "kaboom") {
+		t.Errorf("dead letter error = %q, want it to name the backoff and its panic %q", msg, "kaboom")
+	}
+}
+
+// TestBackoffPanicDrain: a WithRetry backoff that panics must not
+// crash a Drain: the failed pair becomes a dead letter whose error tells
+// of the backoff's panic.
+func TestBackoffPanicDrain(t *testing.T) {
+	ctx := context.Background()
+	d := newDispatcher(t, dispatcher.WithRetry(3, backoffPanics))
+	subscribe(t, d, "t", func(context.Context, dispatcher.Event) error { return errors.New("failing") })
+	emit(t, d, "t", nil)
+	var err error
+	if p := panicValue(func() { _, err = d.Drain(ctx, 0) }); p != nil {
+		t.Fatalf("Drain(0) panicked: %v", p)
+	}
+	if err == nil {
+		t.Errorf("Drain(0) error = nil, want the dead letter's")
+	}
+	checkBackoffDeadLetter(t, d)
+	_ = d.Close()
+}
+
+// TestBackoffPanicRun: a WithRetry backoff that panics must not
+// crash a worker under Run: the failed pair becomes a dead letter whose
+// error tells of the backoff's panic. It runs in a child process: a panic
+// on a worker goroutine ends the process.
+func TestBackoffPanicRun(t *testing.T) {
+	if !isolatedChild(t) {
+		return
+	}
+	synctest.Test(t, func(t *testing.T) {
+		ctx := context.Background()
+		d := newDispatcher(t, dispatcher.WithWorkers(1), dispatcher.WithRetry(3, backoffPanics))
+		subscribe(t, d, "t", func(context.Context, dispatcher.Event) error { return errors.New("failing") })
+		emit(t, d, "t", nil)
+		wait := startRun(t, ctx, d)
+		synctest.Wait() // Run owns the queue: Shutdown must not drain on this goroutine
+		sctx, cancel := context.WithTimeout(ctx, waitTimeout)
+		defer cancel()
+		stopRun(t, sctx, d, wait)
+		checkBackoffDeadLetter(t, d)
+	})
 }

@@ -323,3 +323,48 @@ func TestConcurrentDrainReturnsErrRunning(t *testing.T) {
 		t.Errorf("Tick() after the concurrent Drain = %d, %v, want 1, nil", n, err)
 	}
 }
+
+// mapCtx is a ctx type that is not comparable.
+type mapCtx struct {
+	context.Context
+	m map[string]int
+}
+
+// anyCtx is a comparable ctx type; comparing two of its values panics
+// when both hold a map.
+type anyCtx struct {
+	context.Context
+	v any
+}
+
+// TestDrainWithUncomparableContext: a ctx is an interface value, and
+// comparing two of them panics when their dynamic type is comparable but a
+// value inside is not. Two Drains with such ctxs must not panic.
+func TestDrainWithUncomparableContext(t *testing.T) {
+	tests := []struct {
+		name string
+		give func() context.Context
+	}{
+		{"map field", func() context.Context { return mapCtx{context.Background(), map[string]int{}} }},
+		{"map in an interface field", func() context.Context { return anyCtx{context.Background(), map[string]int{}} }},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			d := newDispatcher(t)
+			subscribe(t, d, "t", func(context.Context, dispatcher.Event) error { return nil })
+			for i := range 2 {
+				emit(t, d, "t", nil)
+				var (
+					n   int
+					err error
+				)
+				if p := panicValue(func() { n, err = d.Drain(tt.give(), 0) }); p != nil {
+					t.Errorf("Drain #%d panicked: %v", i+1, p)
+				} else if n != 1 || err != nil {
+					t.Errorf("Drain #%d = %d, %v, want 1, nil", i+1, n, err)
+				}
+			}
+			_ = d.Close()
+		})
+	}
+}

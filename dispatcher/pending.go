@@ -232,7 +232,9 @@ func (p *pending) round(max int) bounds {
 	return b
 }
 
-// empty reports whether b allows nothing more.
+// empty reports whether the bounds of a round allow nothing more. (Under
+// Run the bounds are never empty, and the sum would overflow: not for
+// them.)
 func (b *bounds) empty() bool { return b.max <= 0 || b.carry+b.ready+b.ring == 0 }
 
 // take appends to dst up to n jobs within b, from carry, then ready, then
@@ -241,7 +243,8 @@ func (b *bounds) empty() bool { return b.max <= 0 || b.carry+b.ready+b.ring == 0
 // b.ringEnd (DropOldest evictions can bring them within reach of a round)
 // are handed back to carry. When keys is set (under Run), keyed jobs are
 // admitted to the key table and only the ones the caller owns are
-// returned. take reports how many slots it freed in the ring.
+// returned, and nothing is taken from the ring while the key backlogs are
+// full. take reports how many slots it freed in the ring.
 func (p *pending) take(dst []job, buf []entry, n int, b *bounds, keys bool) (jobs []job, popped int) {
 	n = min(n, b.max)
 	if n <= 0 {

@@ -3,6 +3,8 @@ package dispatcher
 import (
 	"sync"
 	"sync/atomic"
+
+	"github.com/ringbus/ringbus/internal/ring"
 )
 
 // Lifecycle states, in the only order they move.
@@ -30,6 +32,7 @@ type Dispatcher struct {
 	// bytes away from these and from each other, so that a write by one
 	// core does not take a line the others read at every event.
 	cfg   config
+	ring  *ring.Ring[entry] // pend.ring, one load nearer for Emit
 	pend  *pending
 	state atomic.Int32 // stateOpen, stateShutdown, stateClosed
 	owner atomic.Int32 // ownerNone, ownerStep, ownerRun
@@ -84,6 +87,7 @@ func New(opts ...Option) (*Dispatcher, error) {
 		retryWake: make(chan struct{}, 1),
 		roomWake:  make(chan struct{}, 1),
 	}
+	d.ring = d.pend.ring
 	d.dead.limit = cfg.deadLetterLimit
 	d.subs.Store(newSubIndex(nil))
 	d.step = newProc(d, 1, false)

@@ -53,7 +53,7 @@ func (d *Dispatcher) emit(ctx context.Context, e entry) error {
 	}
 	// Fast path: nobody waits for room, and there is room. Emitters that
 	// find others waiting queue behind them instead (see room).
-	if d.room.waiters.Load() == 0 && d.pend.ring.TryPush(e) {
+	if d.room.waiters.Load() == 0 && d.ring.TryPush(e) {
 		d.notify()
 		return nil
 	}
@@ -63,7 +63,7 @@ func (d *Dispatcher) emit(ctx context.Context, e entry) error {
 // emitSlow applies the overflow policy to an emit that found the ring full
 // or emitters waiting for room.
 func (d *Dispatcher) emitSlow(ctx context.Context, e entry) error {
-	r := d.pend.ring
+	r := d.ring
 	for {
 		if d.room.mayPass(r) && r.TryPush(e) {
 			d.notify()

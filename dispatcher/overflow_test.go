@@ -626,7 +626,7 @@ func TestBlockedEmittersDoNotPoll(t *testing.T) {
 		}
 		synctest.Wait() // every emitter is blocked
 		before, st := calls.Load(), d.Stats()
-		time.Sleep(idle)
+		advanceClock(idle)
 		synctest.Wait()
 		if n := calls.Load() - before; n != 0 {
 			t.Errorf("blocked emitters used their ctx %d times in %v of fake time in which nothing happened: they poll", n, idle)
@@ -647,7 +647,7 @@ func TestBlockedEmittersDoNotPoll(t *testing.T) {
 		} else if !errors.Is(errs[1], context.Canceled) {
 			t.Errorf("emitter 1: Emit() error = %v after its ctx was cancelled, want context.Canceled", errs[1])
 		}
-		time.Sleep(time.Until(expiry))
+		advanceClock(time.Until(expiry))
 		synctest.Wait()
 		if blocked(0) {
 			t.Errorf("emitter 0 still blocked after its ctx's deadline")

@@ -116,8 +116,9 @@
 //   - Block (default): wait for room until the emitter's ctx ends (then
 //     return ctx.Err()) or the dispatcher closes (ErrClosed). Blocked
 //     emitters are served first come, first served: an emitter that finds
-//     others waiting queues behind them. They sleep, without polling,
-//     until there is room for them. Under Run, workers wake them once they
+//     others waiting queues behind them, unless the free room exceeds
+//     their number (then its slot is not one they need). They sleep,
+//     without polling, until there is room for them. Under Run, workers wake them once they
 //     have emptied the queue to half its capacity, so that each wake-up is
 //     followed by many emits; if the workers stop taking before that (all
 //     of them busy in long handlers), the emitters are given the room

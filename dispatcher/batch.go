@@ -30,6 +30,7 @@ var errStopped = context.Canceled
 func (p *proc) runBatch(jobs []job, done <-chan struct{}, keyed bool) (n int, err error) {
 	d := p.d
 	i, finished := 0, false
+	taken := jobs // jobs may move to a larger array as keys' next jobs join
 	p.setHeld(len(jobs))
 	defer func() {
 		if !finished {
@@ -39,6 +40,11 @@ func (p *proc) runBatch(jobs []job, done <-chan struct{}, keyed bool) (n int, er
 		p.flush()
 		for i := range jobs {
 			jobs[i] = job{} // keep no payload reachable
+		}
+		if &taken[0] != &jobs[0] {
+			for i := range taken {
+				taken[i] = job{}
+			}
 		}
 	}()
 	for ; i < len(jobs); i++ {

@@ -485,8 +485,10 @@ func (f *failures) report() {
 
 // modelDeadline bounds a model run that has lost an item or an ownership,
 // so that the bug shows up as an error instead of a test that hangs until
-// the go test timeout.
-const modelDeadline = time.Minute
+// the go test timeout. The stress sizes under -race on two shared cores
+// need more than a minute (about 44k items a second with 32 goroutines),
+// so it is generous: it catches a run that stopped, not a slow one.
+const modelDeadline = 10 * time.Minute
 
 // modelConfig shapes one run of the model.
 type modelConfig struct {

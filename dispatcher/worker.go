@@ -37,9 +37,13 @@ func (d *Dispatcher) work(rs *runState, p *proc) {
 
 // takeJobs takes p's next batch under takeMu (see pending.takeMu). A worker
 // that finds another one taking does not wait for the mutex, which would
-// park it and cost a wake-up per batch: it returns nothing and polls again.
+// park it and cost a wake-up per batch: it yields, returns nothing and
+// polls again.
 func (d *Dispatcher) takeJobs(p *proc, b *bounds) []job {
 	if !d.pend.takeMu.TryLock() {
+		// Yield, or a worker spinning here can keep the holder, preempted
+		// inside its take, off the CPU for a whole time slice.
+		runtime.Gosched()
 		return nil
 	}
 	jobs, popped := d.pend.take(p.jobs[:0], p.buf, popBatch, b, true)

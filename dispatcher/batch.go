@@ -113,7 +113,7 @@ func (p *proc) handBack(jobs []job, keyed, drop bool) {
 		}
 	}
 	if drop {
-		d.dropJobs(back)
+		d.dropJobs(p, back)
 		return
 	}
 	d.pend.putBack(back)
@@ -133,6 +133,7 @@ func (p *proc) unwind(jobs []job, i int, keyed bool) {
 			s = p.fan[p.fanAt]
 			for _, t := range p.fan[p.fanAt+1:] {
 				if t.active.Load() {
+					p.d.ledger.spawn(cur.ev.ID, 1)
 					cur.tr.hold()
 					back = append(back, job{ev: cur.ev, sub: t, tr: cur.tr})
 				}
@@ -141,6 +142,7 @@ func (p *proc) unwind(jobs []job, i int, keyed bool) {
 		p.calling, p.fan = false, nil
 		p.fail(s, &cur.ev, cur.tr, p.callErr)
 		p.callErr = nil
+		p.ended(cur.ev.ID)
 		cur.tr.release()
 	} else {
 		back = append(back, *cur) // not begun: hand it back as it is

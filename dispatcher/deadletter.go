@@ -92,7 +92,12 @@ func (d *Dispatcher) redeliverIf(ctx context.Context, match func(DeadLetter) boo
 		}
 		j := job{ev: dl.Event, sub: dl.sub} // no tracker: OnDone was told when it was dead-lettered
 		j.ev.Attempt = 1
-		return d.pend.retry(j, zeroTime)
+		d.ledger.spawn(j.ev.ID, 1) // before it is visible
+		if d.pend.retry(j, zeroTime) {
+			return true
+		}
+		d.ledger.spawn(j.ev.ID, -1)
+		return false
 	})
 	d.wakeWorkers(n)
 	return n, ctxErr

@@ -50,6 +50,12 @@ type proc struct {
 
 	delivered uint64 // successful calls not yet added to c.delivered
 
+	// Flush's ledger entries not yet published (see ledger): how many
+	// jobs p ended with IDs up to ledgerB, and the IDs of those above.
+	ledgerB     uint64
+	ledgerEnded int64
+	ledgerLate  []uint64
+
 	// The deterministic consumer only: the ctx handlers derive from, its
 	// derived handler ctx, and the failures dead-lettered during the call.
 	parent  context.Context
@@ -123,9 +129,13 @@ func sameContext(a, b context.Context) (same bool) {
 // of Run cut a call short (see call): the job's remaining shares were
 // handed back, with its key if keyed.
 func (p *proc) process(j *job, keyed bool) bool {
+	if j.tr.zombie() {
+		p.ended(j.ev.ID) // DropOldest discarded it while it was in the ring
+		return true
+	}
 	if s := j.sub; s != nil {
 		if !s.active.Load() {
-			p.d.dropJobs([]job{*j}) // a retry or redelivery for a subscriber that left
+			p.d.dropJobs(p, []job{*j}) // a retry or redelivery for a subscriber that left
 			return true
 		}
 		if j.ev.Attempt > 1 {
@@ -135,6 +145,7 @@ func (p *proc) process(j *job, keyed bool) bool {
 			p.cutShort(j, []*subscriber{s}, keyed)
 			return false
 		}
+		p.ended(j.ev.ID)
 		j.tr.release()
 		return true
 	}
@@ -153,6 +164,7 @@ func (p *proc) process(j *job, keyed bool) bool {
 		}
 	}
 	p.fan = nil
+	p.ended(j.ev.ID)
 	j.tr.release()
 	return true
 }
@@ -166,6 +178,7 @@ func (p *proc) cutShort(j *job, subs []*subscriber, keyed bool) {
 	for i, s := range subs {
 		switch {
 		case s.active.Load():
+			p.d.ledger.spawn(j.ev.ID, 1)
 			j.tr.hold()
 			shares = append(shares, job{ev: j.ev, sub: s, tr: j.tr})
 		case i == 0:
@@ -175,6 +188,7 @@ func (p *proc) cutShort(j *job, subs []*subscriber, keyed bool) {
 			j.tr.fail(errEventDropped)
 		}
 	}
+	p.ended(j.ev.ID)
 	j.tr.release()
 	p.handBack(shares, keyed, p.d.state.Load() == stateClosed)
 }
@@ -272,7 +286,10 @@ func (p *proc) fail(s *subscriber, ev *Event, tr *tracker, err error) {
 		if berr == nil {
 			next := job{ev: *ev, sub: s, tr: tr}
 			next.ev.Attempt++
-			tr.hold() // before the retry is visible: it may end before we return
+			// Counted before the retry is visible: it may end before we
+			// return.
+			d.ledger.spawn(ev.ID, 1)
+			tr.hold()
 			if d.pend.retry(next, due) {
 				if due.IsZero() {
 					d.notify()
@@ -282,6 +299,7 @@ func (p *proc) fail(s *subscriber, ev *Event, tr *tracker, err error) {
 				return
 			}
 			tr.unhold()
+			d.ledger.spawn(ev.ID, -1)
 			// The retry queue is full: the pair becomes a dead letter now.
 		} else {
 			err = errors.Join(err, berr)

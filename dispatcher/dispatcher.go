@@ -48,6 +48,10 @@ type Dispatcher struct {
 	room room // emitters blocked on a full ring
 	_    [cacheLinePad]byte
 
+	// Consumers write it once per batch, under takeMu under Run.
+	ledger ledger // what Flush waits for
+	_      [cacheLinePad]byte
+
 	step    *proc   // the deterministic consumer
 	workers []*proc // Run's consumers, reused by every Run
 
@@ -65,6 +69,13 @@ type Dispatcher struct {
 	roomWake  chan struct{}
 	stepFree  signal
 
+	// A Flush without Run owns the queue (flushing, set under lifeMu);
+	// runWaits counts the Runs waiting for it to give the queue up, and
+	// flushYield tells it they do.
+	flushing   atomic.Bool
+	runWaits   atomic.Int32
+	flushYield chan struct{}
+
 	lifeMu sync.Mutex
 	rs     *runState     // non-nil while Run runs; guarded by lifeMu
 	closed chan struct{} // closed when the state becomes stateClosed and Close or Shutdown finished
@@ -79,15 +90,18 @@ func New(opts ...Option) (*Dispatcher, error) {
 	if err != nil {
 		return nil, err
 	}
+	retryWake := make(chan struct{}, 1)
 	d := &Dispatcher{
-		cfg:       cfg,
-		pend:      newPending(cfg.capacity),
-		wake:      make(chan struct{}, cfg.workers),
-		closed:    make(chan struct{}),
-		retryWake: make(chan struct{}, 1),
-		roomWake:  make(chan struct{}, 1),
+		cfg:        cfg,
+		pend:       newPending(cfg.capacity, retryWake),
+		wake:       make(chan struct{}, cfg.workers),
+		closed:     make(chan struct{}),
+		retryWake:  retryWake,
+		roomWake:   make(chan struct{}, 1),
+		flushYield: make(chan struct{}, 1),
 	}
 	d.ring = d.pend.ring
+	d.ledger.word.Store(netBias) // no job outside the ring
 	d.dead.limit = cfg.deadLetterLimit
 	d.subs.Store(newSubIndex(nil))
 	d.step = newProc(d, 1, false)
@@ -118,6 +132,7 @@ type Stats struct {
 	Dropped      uint64 // events discarded by an overflow policy, Close, Shutdown's ctx, the dead-letter bound or Unsubscribe
 	Queued       int    // events waiting to be processed, retries that are due included
 	Retrying     int    // retries and redeliveries waiting, due or not
+	Scheduled    int    // delayed events (After, At) not yet due
 	DeadLetters  int    // dead letters kept now
 }
 
@@ -138,5 +153,9 @@ func (d *Dispatcher) Stats() Stats {
 		st.DeadLettered += p.c.deadLettered.Load()
 	})
 	st.Queued, st.Retrying = d.pend.sizes()
+	// A delayed event still in the ring counts as scheduled, not queued.
+	sched, inRing := d.pend.scheduled.Load(), d.pend.schedInRing.Load()
+	st.Queued = max(st.Queued-int(inRing), 0)
+	st.Scheduled = int(max(sched, 0))
 	return st
 }

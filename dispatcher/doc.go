@@ -71,6 +71,27 @@
 // ErrDropped. It is what a bridge from a durable queue acknowledges with,
 // for at-least-once delivery end to end.
 //
+// To wait until everything emitted so far is finished without stopping,
+// call Flush: it returns once every event accepted before the call has
+// been delivered, dead-lettered or dropped, retries and delayed events
+// included. Under Run it waits for the workers; without Run it processes
+// on the caller's goroutine. Events emitted meanwhile are processed but
+// not waited for, and many concurrent Flush calls share one wait.
+//
+// # Delayed events
+//
+// EmitEvent with After(d) or At(t) accepts an event now (its ID and the
+// Emitted count are given then) and processes it no earlier than its due
+// time, by the time package's clock, so tests drive it with
+// testing/synctest. Delayed events wait with the retries, in one queue
+// ordered by due time under one timer: they cost memory in proportion to
+// their number, no goroutine or timer each, and nothing when no event is
+// delayed. They are bounded by the capacity (the overflow policy applies
+// when it is reached) and counted by Stats.Scheduled. Tick and Drain take
+// in the ones that are due; under Run a keyed delayed event takes its
+// place in its key's order when it comes due. Shutdown waits for them
+// within its ctx; Close drops them.
+//
 // # Ordering
 //
 // Without Run, the queue is one FIFO: Tick and Drain process events in emit
@@ -187,8 +208,8 @@
 // GOMAXPROCS) in an errgroup and blocks until the dispatcher stops:
 //
 //   - Shutdown(ctx) is graceful: outside emits get ErrClosed, everything
-//     queued, everything handlers emit meanwhile and every pending retry is
-//     processed, then Run returns nil. Without Run, Shutdown drains on the
+//     queued, everything handlers emit meanwhile and every pending retry
+//     and delayed event is processed, then Run returns nil. Without Run, Shutdown drains on the
 //     caller's goroutine.
 //   - Close is immediate: emits get ErrClosed, in-flight handler calls
 //     finish (their ctx is cancelled), what is still queued is dropped,
@@ -211,7 +232,7 @@
 // parked.
 //
 // A nil ctx is a programming error: Emit, EmitEvent, Tick, Drain, Run,
-// Shutdown and Redeliver panic with a message that says so, before they
+// Shutdown, Flush and Redeliver panic with a message that says so, before they
 // change anything.
 //
 // # Running in a service

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"sync"
 	"sync/atomic"
+	"time"
 )
 
 // An EmitOption configures one EmitEvent call.
@@ -14,6 +15,8 @@ type EmitOption interface {
 
 type emitConfig struct {
 	done func(err error)
+	due  time.Time // After and At: when the event becomes deliverable
+	at   bool      // After or At was given
 }
 
 type onDone func(err error)
@@ -51,14 +54,35 @@ type tracker struct {
 	refs atomic.Int32
 	mu   sync.Mutex
 	errs []error
-	done func(err error)
+	done func(err error) // nil for a delayed event without OnDone
+
+	// A delayed event's due time (zero for any other), set before it is
+	// queued and never changed; sched says whether it still waits for it
+	// (see schedWaiting); hidx is its index in pending.waiting while it
+	// waits there, else -1, guarded by pending.mu. Before it is due, the
+	// event has one job only.
+	due   time.Time
+	sched atomic.Int32
+	hidx  int
 }
 
+// The states of a delayed event (tracker.sched).
+const (
+	schedNone      int32 = iota // not delayed, or due: an event like any other
+	schedWaiting                // waiting for its due time; counts in Scheduled
+	schedCancelled              // discarded by DropOldest while in the ring: a zombie
+)
+
 func newTracker(done func(error)) *tracker {
-	t := &tracker{done: done}
+	t := &tracker{done: done, hidx: -1}
 	t.refs.Store(1) // the fresh event's job
 	return t
 }
+
+// zombie reports whether t's event was discarded (counted, OnDone told)
+// while its job was in the ring: whoever comes across the job ends it
+// without a trace.
+func (t *tracker) zombie() bool { return t != nil && t.sched.Load() == schedCancelled }
 
 // hold adds a reference for a new job of the event.
 func (t *tracker) hold() {
@@ -77,7 +101,7 @@ func (t *tracker) unhold() {
 
 // fail records why one subscriber's share ended badly.
 func (t *tracker) fail(err error) {
-	if t == nil {
+	if t == nil || t.done == nil {
 		return
 	}
 	t.mu.Lock()
@@ -88,6 +112,9 @@ func (t *tracker) fail(err error) {
 // release drops one job's reference and calls done when it was the last.
 func (t *tracker) release() {
 	if t == nil || t.refs.Add(-1) != 0 {
+		return
+	}
+	if t.done == nil {
 		return
 	}
 	t.mu.Lock()
@@ -106,10 +133,17 @@ func (t *tracker) drop() {
 }
 
 // dropJobs discards jobs: counted in Stats.Dropped, their events' OnDone
-// told.
-func (d *Dispatcher) dropJobs(jobs []job) {
-	d.dropped.Add(uint64(len(jobs)))
+// told, and ended in p's ledger entries when a consumer drops them (p is
+// nil when Close drops everything: no Flush waits then).
+func (d *Dispatcher) dropJobs(p *proc, jobs []job) {
 	for i := range jobs {
+		if p != nil {
+			p.ended(jobs[i].ev.ID)
+		}
+		if d.pend.discard(jobs[i].tr) {
+			continue // counted when DropOldest cancelled it
+		}
+		d.dropped.Add(1)
 		jobs[i].tr.drop()
 	}
 }

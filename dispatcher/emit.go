@@ -6,6 +6,7 @@ import (
 	"slices"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/ringbus/ringbus/internal/ring"
 	"github.com/ringbus/ringbus/internal/topic"
@@ -20,8 +21,8 @@ func (d *Dispatcher) Emit(ctx context.Context, topic string, payload any) error 
 }
 
 // EmitEvent is Emit with an ordering key and options: it queues e's Topic,
-// Key and Payload (the dispatcher assigns the ID and the Attempt), and
-// OnDone asks to be told when the event is finished.
+// Key and Payload (the dispatcher assigns the ID and the Attempt), OnDone
+// asks to be told when the event is finished, and After or At delay it.
 func (d *Dispatcher) EmitEvent(ctx context.Context, e Event, opts ...EmitOption) error {
 	en := entry{topic: e.Topic, key: e.Key, payload: e.Payload}
 	if len(opts) > 0 {
@@ -31,14 +32,30 @@ func (d *Dispatcher) EmitEvent(ctx context.Context, e Event, opts ...EmitOption)
 				c = o.applyEmit(c)
 			}
 		}
-		if c.done != nil {
+		delayed := c.at && time.Now().Before(c.due)
+		if c.done != nil || delayed {
 			en.tr = newTracker(c.done)
+		}
+		if delayed {
+			en.tr.due = c.due
+			if err := d.check(ctx, &en); err != nil {
+				return err
+			}
+			return d.emitDelayed(ctx, en)
 		}
 	}
 	return d.emit(ctx, en)
 }
 
 func (d *Dispatcher) emit(ctx context.Context, e entry) error {
+	if err := d.check(ctx, &e); err != nil {
+		return err
+	}
+	return d.push(ctx, e)
+}
+
+// check says why e cannot be emitted now, if it cannot.
+func (d *Dispatcher) check(ctx context.Context, e *entry) error {
 	if ctx == nil {
 		panic("dispatcher: Emit with a nil Context")
 	}
@@ -51,6 +68,11 @@ func (d *Dispatcher) emit(ctx context.Context, e entry) error {
 			return ErrClosed
 		}
 	}
+	return nil
+}
+
+// push puts e in the ring.
+func (d *Dispatcher) push(ctx context.Context, e entry) error {
 	// Fast path: nobody waits for room, and there is room. Emitters that
 	// find others waiting queue behind them instead (see room).
 	if d.room.waiters.Load() == 0 && d.ring.TryPush(e) {
@@ -81,8 +103,11 @@ func (d *Dispatcher) emitSlow(ctx context.Context, e entry) error {
 		case DropOldest:
 			var buf [1]entry
 			if n, _ := r.TryPopN(buf[:]); n == 1 {
-				d.dropped.Add(1)
-				buf[0].tr.drop()
+				d.pend.popped(&buf[0])
+				if !d.pend.discard(buf[0].tr) {
+					d.dropped.Add(1)
+					buf[0].tr.drop()
+				}
 			}
 			if r.TryPush(e) {
 				d.notify()

@@ -27,3 +27,7 @@ const RoomLook time.Duration = roomLook
 // SlotSize returns the size of one slot of the event queue's ring.
 // TestRingSlotIsOneCacheLine checks it.
 func SlotSize() uintptr { return ring.SlotSize[entry]() }
+
+// Outstanding returns how many jobs outside the ring Flush's ledger counts
+// as not finished. TestModel checks that it is 0 once everything is.
+func Outstanding(d *Dispatcher) int64 { return d.ledger.outside() }

@@ -3,6 +3,7 @@ package dispatcher
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"runtime"
 	"strconv"
@@ -35,13 +36,25 @@ func (rs *runState) halt() { rs.cancel() }
 // Drain. When Run returns, none of its goroutines is left.
 //
 // A second Run while one runs, or Run while a Tick or Drain runs, returns
-// an error wrapping ErrRunning; Run after Shutdown or Close returns
+// an error wrapping ErrRunning; Run while a Flush processes on its
+// caller's goroutine waits for that Flush to hand the queue over (at the
+// end of its current round) and to wait for the workers instead; Run after Shutdown or Close returns
 // ErrClosed. A nil ctx panics.
 func (d *Dispatcher) Run(ctx context.Context) error {
 	if ctx == nil {
 		panic("dispatcher: Run with a nil Context")
 	}
-	rs, err := d.startRun(ctx)
+	waiting := false // counted in runWaits
+	rs, err := d.startRun(ctx, &waiting)
+	for err == errFlushing {
+		err = d.awaitFlushStep(ctx)
+		if err == nil {
+			rs, err = d.startRun(ctx, &waiting)
+		}
+	}
+	if waiting {
+		d.runWaits.Add(-1)
+	}
 	if err != nil {
 		return err
 	}
@@ -87,14 +100,29 @@ func (d *Dispatcher) Run(ctx context.Context) error {
 }
 
 // startRun makes Run the owner of the queue.
-func (d *Dispatcher) startRun(ctx context.Context) (*runState, error) {
+func (d *Dispatcher) startRun(ctx context.Context, waiting *bool) (*runState, error) {
 	d.lifeMu.Lock()
 	defer d.lifeMu.Unlock()
 	if d.state.Load() != stateOpen {
 		return nil, ErrClosed
 	}
 	if !d.owner.CompareAndSwap(ownerNone, ownerRun) {
+		if d.flushing.Load() {
+			if !*waiting {
+				// Before the unlock: Flush sees it before it owns the
+				// queue again.
+				d.runWaits.Add(1)
+				*waiting = true
+			}
+			return nil, errFlushing
+		}
 		return nil, fmt.Errorf("%w: Run while a Tick, Drain or another Run owns the queue", ErrRunning)
+	}
+	if *waiting {
+		// With d.rs, under lifeMu: a Flush that sees no Run waiting
+		// sees this one running.
+		d.runWaits.Add(-1)
+		*waiting = false
 	}
 	runCtx, cancel := context.WithCancel(ctx)
 	d.rs = &runState{
@@ -104,6 +132,30 @@ func (d *Dispatcher) startRun(ctx context.Context) (*runState, error) {
 		exited: make(chan struct{}, 1),
 	}
 	return d.rs, nil
+}
+
+// errFlushing is startRun's answer when a Flush without Run owns the
+// queue: Run waits for it to hand the queue over (see Flush).
+var errFlushing = errors.New("dispatcher: a Flush owns the queue")
+
+// awaitFlushStep waits until the Flush that owns the queue gives it up for
+// Run (startRun counted Run in runWaits), or ctx ends.
+func (d *Dispatcher) awaitFlushStep(ctx context.Context) error {
+	freed := d.stepFree.wait()
+	defer d.stepFree.done()
+	if d.owner.Load() != ownerStep {
+		return nil
+	}
+	select {
+	case d.flushYield <- struct{}{}:
+	default:
+	}
+	select {
+	case <-freed:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
 }
 
 // endRun settles the state once Run's goroutines are gone.

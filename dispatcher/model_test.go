@@ -2,8 +2,8 @@ package dispatcher_test
 
 // A model-based test: random concurrent producers, subscribers that
 // succeed, fail, panic, are slow, emit follow-ups and call the dispatcher
-// from their handlers, subscriptions that come and go, Redeliver calls, and
-// one of six endings; then the test's own records of every Emit, every
+// from their handlers, subscriptions that come and go, delayed events,
+// Redeliver and Flush calls, and one of six endings; then the test's own records of every Emit, every
 // handler call and every OnDone are checked against Stats and DeadLetters,
 // so that the counters add up exactly and nothing is lost (see check for
 // the identities, and quiesce for how calls cut short by the stop of Run
@@ -377,6 +377,10 @@ type mdEnv struct {
 	// done got.
 	doneWanted map[mdPayload]bool
 	dones      map[mdPayload][]error
+	delayed    map[mdPayload]bool // emitted with After: out of ID order when due
+	flushes    atomic.Int64       // Flush calls that returned nil and were checked
+	ending     chan struct{}      // closed once stopping or closing is first set
+	endingOnce sync.Once
 
 	subsMu    sync.Mutex
 	subs      []*mdSub
@@ -408,6 +412,8 @@ func mdExec(t *testing.T, c mdCase, plan mdPlan, rng *rand.Rand) {
 		hAccepted:  make(map[mdPayload]bool),
 		doneWanted: make(map[mdPayload]bool),
 		dones:      make(map[mdPayload][]error),
+		delayed:    make(map[mdPayload]bool),
+		ending:     make(chan struct{}),
 		byName:     make(map[string]*mdSub),
 	}
 	var backoff func(int) time.Duration
@@ -528,6 +534,7 @@ func mdExec(t *testing.T, c mdCase, plan mdPlan, rng *rand.Rand) {
 	switch c.end {
 	case mdShutdown:
 		env.closing.Store(true)
+		env.markEnding()
 		if err := env.call(t, "Shutdown", func() error { return d.Shutdown(bg) }); err != nil {
 			t.Errorf("Shutdown = %v, want nil", err)
 		}
@@ -535,12 +542,14 @@ func mdExec(t *testing.T, c mdCase, plan mdPlan, rng *rand.Rand) {
 	case mdClose:
 		env.quiesce(t, true)
 		env.closing.Store(true)
+		env.markEnding()
 		if err := env.call(t, "Close", d.Close); err != nil && !errors.Is(err, dispatcher.ErrDropped) {
 			t.Errorf("Close = %v, want nil or ErrDropped", err)
 		}
 	case mdCloseVsShutdown:
 		env.quiesce(t, true)
 		env.closing.Store(true)
+		env.markEnding()
 		shut := make(chan error, 1)
 		go func() { shut <- d.Shutdown(bg) }()
 		if rng.IntN(2) == 0 {
@@ -577,10 +586,11 @@ func mdExec(t *testing.T, c mdCase, plan mdPlan, rng *rand.Rand) {
 			env.stopping.Store(false)
 		}
 		env.finishByDrain(t, prods.done)
-		if st := d.Stats(); st.Queued != 0 || st.Retrying != 0 {
-			t.Errorf("after Drain finished: Queued = %d, Retrying = %d, want 0, 0", st.Queued, st.Retrying)
+		if st := d.Stats(); st.Queued != 0 || st.Retrying != 0 || st.Scheduled != 0 {
+			t.Errorf("after Drain finished: Queued = %d, Retrying = %d, Scheduled = %d, want 0, 0, 0", st.Queued, st.Retrying, st.Scheduled)
 		}
 		env.closing.Store(true)
+		env.markEnding()
 		if err := env.call(t, "Shutdown after Drain", func() error { return d.Shutdown(bg) }); err != nil {
 			t.Errorf("Shutdown after Drain = %v, want nil", err)
 		}
@@ -588,6 +598,7 @@ func mdExec(t *testing.T, c mdCase, plan mdPlan, rng *rand.Rand) {
 	case mdDeadline:
 		env.quiesce(t, true)
 		env.closing.Store(true)
+		env.markEnding()
 		ctx, cancel := context.WithTimeout(bg, 20*time.Millisecond) // fake time
 		err := env.call(t, "Shutdown with a deadline", func() error { return d.Shutdown(ctx) })
 		cancel()
@@ -603,6 +614,7 @@ func mdExec(t *testing.T, c mdCase, plan mdPlan, rng *rand.Rand) {
 		// the dispatcher is closed, so that it gets one.
 		env.quiesce(t, false) // no call may wait for the cancel: the closer needs a worker
 		env.closing.Store(true)
+		env.markEnding()
 		env.closeNow.Store(true)
 		err := env.call(t, "emits until a handler's Close", func() error {
 			for seq := uint64(1); ; seq++ {
@@ -698,6 +710,7 @@ func (env *mdEnv) quiesce(t *testing.T, cut bool) {
 	}
 	env.cutMode.Store(cut)
 	env.stopping.Store(true)
+	env.markEnding()
 	for env.d.Stats().Failed != uint64(env.expectFail.Load()) {
 		if env.hang.Err() != nil {
 			t.Fatalf("waiting for announced failures to be counted hung: Failed %d, announced %d; goroutines:\n%s",
@@ -789,6 +802,10 @@ func (env *mdEnv) produce(pid int, rng *rand.Rand) []uint64 {
 			env.subscribeExtra(rng)
 		case r < 16:
 			env.unsubscribeExtra(rng)
+		case r < 21 && env.c.workers > 0 && env.c.end != mdCancelDrain && dispatcher.Running(d) && !env.stopping.Load() && !env.closing.Load():
+			// Under Run only: without it Flush would take the queue from
+			// the ending's own Drain (TestFlush* test that).
+			env.flush(pid, accepted)
 		case r < 19:
 			// The counters only grow, and Emitted counts every Emit that
 			// already returned nil.
@@ -820,10 +837,26 @@ func (env *mdEnv) produce(pid int, rng *rand.Rand) []uint64 {
 			} else {
 				// ID and Attempt are the dispatcher's: these are ignored.
 				e := dispatcher.Event{ID: 999, Attempt: 7, Topic: topic, Key: key, Payload: p}
+				var opts []dispatcher.EmitOption
+				if rng.IntN(8) == 0 {
+					// Real time outside a bubble: short enough not to
+					// slow the case down.
+					delay := time.Duration(1+rng.IntN(3)) * time.Millisecond
+					if !env.plan.Bubble {
+						delay = time.Duration(1+rng.IntN(50)) * time.Microsecond
+					}
+					opts = append(opts, dispatcher.After(delay))
+					env.mu.Lock()
+					env.delayed[p] = true
+					env.mu.Unlock()
+				}
 				if rng.IntN(2) == 0 {
-					err = d.EmitEvent(ctx, e)
+					err = d.EmitEvent(ctx, e, opts...)
 				} else {
-					err = d.EmitEvent(ctx, e, dispatcher.OnDone(func(err error) { env.done(p, err) }))
+					env.mu.Lock()
+					env.doneWanted[p] = false // known before done may run
+					env.mu.Unlock()
+					err = d.EmitEvent(ctx, e, append(opts, dispatcher.OnDone(func(err error) { env.done(p, err) }))...)
 					env.mu.Lock()
 					env.doneWanted[p] = err == nil
 					env.mu.Unlock()
@@ -1060,6 +1093,9 @@ func (env *mdEnv) record(s *mdSub, e dispatcher.Event, out mdOutcome) {
 	if !s.ordered {
 		return
 	}
+	if p, _ := e.Payload.(mdPayload); env.isDelayed(p) {
+		return // it takes its place in the order when it is due
+	}
 	switch {
 	case env.c.workers == 0:
 		// Without Run the queue is one FIFO.
@@ -1114,6 +1150,58 @@ func (env *mdEnv) fromHandler(ctx context.Context, s *mdSub, h uint64) {
 		if err := d.Shutdown(ctx); !errors.Is(err, dispatcher.ErrRunning) {
 			env.problem("Shutdown from a handler = %v, want ErrRunning", err)
 		}
+	case s.name == "e" && r < 6:
+		if err := d.Flush(ctx); !errors.Is(err, dispatcher.ErrRunning) {
+			env.problem("Flush from a handler = %v, want ErrRunning", err)
+		}
+	}
+}
+
+// markEnding tells Flush calls that the end began (see flush).
+func (env *mdEnv) markEnding() { env.endingOnce.Do(func() { close(env.ending) }) }
+
+func (env *mdEnv) isDelayed(p mdPayload) bool {
+	env.mu.Lock()
+	defer env.mu.Unlock()
+	return env.delayed[p]
+}
+
+// flush calls Flush under Run and checks that every event producer pid
+// emitted with OnDone before the call (accepted lists its seqs) is
+// finished when it returns nil. A stop that begins meanwhile may end it:
+// then nothing is checked.
+func (env *mdEnv) flush(pid int, accepted []uint64) {
+	ctx, cancel := context.WithCancel(env.hang)
+	defer cancel()
+	stop := make(chan struct{})
+	defer close(stop)
+	go func() {
+		// The stop of Run hands Flush to the caller's goroutine, where it
+		// would compete with the ending's Drain: it ends Flush instead.
+		select {
+		case <-stop:
+		case <-env.ending:
+			cancel()
+		}
+	}()
+	err := env.d.Flush(ctx)
+	switch {
+	case err == nil && !env.stopping.Load() && !env.closing.Load():
+		env.mu.Lock()
+		defer env.mu.Unlock()
+		for _, seq := range accepted {
+			p := mdPayload{src: pid, seq: seq}
+			if env.doneWanted[p] && len(env.dones[p]) == 0 {
+				env.problemLocked("producer %d: Flush returned before emit %d was finished", pid, seq)
+			}
+		}
+		env.flushes.Add(1)
+	case err == nil:
+	case errors.Is(err, dispatcher.ErrClosed) && env.closing.Load():
+	case errors.Is(err, context.Canceled) && ctx.Err() != nil:
+	case errors.Is(err, dispatcher.ErrRunning) && env.stopping.Load():
+	default:
+		env.problem("producer %d: Flush = %v", pid, err)
 	}
 }
 
@@ -1208,8 +1296,13 @@ func (env *mdEnv) drive(ctx context.Context, stop <-chan struct{}, rng *rand.Ran
 // retries wait, or for stop or done; it reports false for the last two.
 func (env *mdEnv) idle(st dispatcher.Stats, stop, done <-chan struct{}) bool {
 	var due <-chan time.Time
-	if st.Retrying > 0 {
+	switch {
+	case st.Retrying > 0 && env.unit > 0:
 		tm := time.NewTimer(env.unit) // fake time: a bubble
+		defer tm.Stop()
+		due = tm.C
+	case st.Scheduled > 0:
+		tm := time.NewTimer(time.Millisecond) // delayed events come due
 		defer tm.Stop()
 		due = tm.C
 	}
@@ -1243,7 +1336,7 @@ func (env *mdEnv) finishByDrain(t *testing.T, prodsDone <-chan struct{}) {
 		default:
 		}
 		st := d.Stats()
-		if done && st.Queued == 0 && st.Retrying == 0 {
+		if done && st.Queued == 0 && st.Retrying == 0 && st.Scheduled == 0 {
 			return
 		}
 		if n > 0 || st.Queued > 0 || (st.Retrying > 0 && env.unit == 0) {
@@ -1390,8 +1483,14 @@ func (env *mdEnv) check(t *testing.T, complete bool, prodSeqs [][]uint64) {
 	if got := int64(st.Retried); got != retries {
 		t.Errorf("Stats.Retried = %d, want %d (calls with Attempt > 1)", got, retries)
 	}
-	if st.Queued != 0 || st.Retrying != 0 {
-		t.Errorf("after the end: Queued = %d, Retrying = %d, want 0, 0", st.Queued, st.Retrying)
+	if complete {
+		// Every job that left the ring was published as finished.
+		if n := dispatcher.Outstanding(d); n != 0 {
+			t.Errorf("after a complete end: Flush's ledger counts %d jobs outside the ring, want 0", n)
+		}
+	}
+	if st.Queued != 0 || st.Retrying != 0 || st.Scheduled != 0 {
+		t.Errorf("after the end: Queued = %d, Retrying = %d, Scheduled = %d, want 0, 0, 0", st.Queued, st.Retrying, st.Scheduled)
 	}
 	if st.DeadLetters != len(dls) {
 		t.Errorf("Stats.DeadLetters = %d, len(DeadLetters()) = %d", st.DeadLetters, len(dls))

@@ -48,7 +48,8 @@ type job struct {
 //	         before everything in the ring
 //	ready    retries and redeliveries that are due, and keyed jobs handed
 //	         on with their key's ownership
-//	waiting  retries whose backoff has not passed, by due time
+//	waiting  retries whose backoff has not passed, and delayed events
+//	         (After, At) that are not due, by due time
 //	keys     under Run, keyed jobs waiting behind an earlier job of their key
 //	held     per consumer: jobs it took and has not begun
 //
@@ -79,11 +80,24 @@ type pending struct {
 	nRetries atomic.Int64 // retries
 
 	held []*atomic.Uint64 // one per consumer (see proc.held); fixed after New
+
+	// Delayed events (see After): scheduled counts the ones not yet due,
+	// in the ring or in waiting, bounded by limit; schedInRing the ones
+	// of those still in the ring. schedFree wakes emitters that wait for
+	// a place under Block, schedWake Run's scheduler for a new due time.
+	scheduled   atomic.Int64
+	schedInRing atomic.Int64
+	schedFree   signal
+	schedWake   chan<- struct{}
+	// Under DropOldest only: the trackers of delayed events in emit order
+	// (see Dispatcher.cancelFirstScheduled).
+	schedMu    sync.Mutex
+	schedOrder fifo.Queue[*tracker]
 }
 
-func newPending(capacity int) *pending {
+func newPending(capacity int, schedWake chan<- struct{}) *pending {
 	r := ring.New[entry](capacity)
-	return &pending{ring: r, keys: keyq.New[job](r.Cap()), limit: r.Cap()}
+	return &pending{ring: r, keys: keyq.New[job](r.Cap()), limit: r.Cap(), schedWake: schedWake}
 }
 
 // updateLocked refreshes the lock-free sizes. p.mu is held.
@@ -179,7 +193,11 @@ func (p *pending) moveDue(now time.Time) (moved int, next time.Time) {
 			next = it.due
 			break
 		}
-		p.ready.Push(heap.Pop(&p.waiting).(retryItem).job)
+		j := heap.Pop(&p.waiting).(retryItem).job
+		if j.tr != nil {
+			p.comeDue(j.tr) // a delayed event: no zombie waits here
+		}
+		p.ready.Push(j)
 		moved++
 	}
 	p.updateLocked()
@@ -244,11 +262,13 @@ func (b *bounds) empty() bool { return b.max <= 0 || b.carry+b.ready+b.ring == 0
 // are handed back to carry. When keys is set (under Run), keyed jobs are
 // admitted to the key table and only the ones the caller owns are
 // returned, and nothing is taken from the ring while the key backlogs are
-// full. take reports how many slots it freed in the ring.
-func (p *pending) take(dst []job, buf []entry, n int, b *bounds, keys bool) (jobs []job, popped int) {
+// full. Delayed events that are not due go to waiting (see postpone).
+// take reports how many slots it freed in the ring, from position first
+// on.
+func (p *pending) take(dst []job, buf []entry, n int, b *bounds, keys bool) (jobs []job, popped int, first uint64) {
 	n = min(n, b.max)
 	if n <= 0 {
-		return dst, 0
+		return dst, 0, 0
 	}
 	if p.front.Load() > 0 && (b.carry > 0 || b.ready > 0) {
 		p.mu.Lock()
@@ -269,8 +289,15 @@ func (p *pending) take(dst []job, buf []entry, n int, b *bounds, keys bool) (job
 	if n > 0 && (!keys || !p.keys.Full()) {
 		// Under Run, an even share of what is ready, so that a few slow
 		// events spread over the workers instead of queueing behind one.
-		k, first := p.ring.TryPopShare(buf[:n], b.parts)
+		var k int
+		k, first = p.ring.TryPopShare(buf[:n], b.parts)
 		popped = k
+		delayed := p.schedInRing.Load() > 0 // a delayed push counts itself first
+		if delayed {
+			for i := range buf[:k] {
+				p.popped(&buf[i])
+			}
+		}
 		if first+uint64(k) > b.ringEnd {
 			k = int(max(b.ringEnd, first) - first)
 		}
@@ -287,8 +314,14 @@ func (p *pending) take(dst []job, buf []entry, n int, b *bounds, keys bool) (job
 				e := &buf[i]
 				beyond = append(beyond, e.job(first+uint64(i)))
 			}
+			if delayed {
+				beyond = p.postpone(beyond, 0)
+			}
 			p.putBack(beyond)
 			b.ring = 0 // the round reached its end
+		}
+		if delayed {
+			dst = p.postpone(dst, m)
 		}
 		for i := range buf[:popped] {
 			buf[i] = entry{} // per element: cheaper than clear's bulk barrier for the usual few
@@ -297,7 +330,7 @@ func (p *pending) take(dst []job, buf []entry, n int, b *bounds, keys bool) (job
 	if keys {
 		dst = p.admit(dst)
 	}
-	return dst, popped
+	return dst, popped, first
 }
 
 // job returns the fresh job of e, popped at ring position pos.
@@ -353,10 +386,13 @@ func (p *pending) clear(d *Dispatcher) {
 	for p.ring.Len() > 0 {
 		k, _ := p.ring.TryPopN(buf[:])
 		for i := range buf[:k] {
-			buf[i].tr.drop()
+			p.popped(&buf[i])
+			if !p.discard(buf[i].tr) {
+				d.dropped.Add(1)
+				buf[i].tr.drop()
+			}
 		}
 		clear(buf[:k])
-		d.dropped.Add(uint64(k))
 		if k == 0 {
 			// A push claimed its slot and is still writing it. The ring
 			// is closed when clear runs for Close, so no push claims
@@ -381,7 +417,7 @@ func (p *pending) clear(d *Dispatcher) {
 	p.retries = 0
 	p.updateLocked()
 	p.mu.Unlock()
-	d.dropJobs(dropped)
+	d.dropJobs(nil, dropped)
 }
 
 // unkey is called when Run's workers have stopped: every key backlog, and
@@ -421,12 +457,31 @@ func (h retryHeap) Less(i, j int) bool {
 	}
 	return h[i].seq < h[j].seq
 }
-func (h retryHeap) Swap(i, j int) { h[i], h[j] = h[j], h[i] }
-func (h *retryHeap) Push(x any)   { *h = append(*h, x.(retryItem)) }
+func (h retryHeap) Swap(i, j int) {
+	h[i], h[j] = h[j], h[i]
+	h.place(i)
+	h.place(j)
+}
+func (h *retryHeap) Push(x any) {
+	*h = append(*h, x.(retryItem))
+	h.place(len(*h) - 1)
+}
 func (h *retryHeap) Pop() any {
 	old := *h
 	it := old[len(old)-1]
 	old[len(old)-1] = retryItem{} // keep no payload reachable
 	*h = old[:len(old)-1]
+	if it.tr != nil && it.tr.hidx >= 0 {
+		it.tr.hidx = -1
+	}
 	return it
+}
+
+// place records where the delayed event at i waits, for DropOldest (see
+// tracker.hidx). A tracker that several retries share is no delayed event
+// any more: it is left alone.
+func (h retryHeap) place(i int) {
+	if t := h[i].tr; t != nil && t.sched.Load() == schedWaiting {
+		t.hidx = i
+	}
 }

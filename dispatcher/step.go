@@ -104,14 +104,20 @@ func (d *Dispatcher) consume(ctx context.Context, limit int, once bool) (int, er
 		}
 		took := 0
 		for !b.empty() {
-			jobs, popped := d.pend.take(p.jobs[:0], p.buf, popBatch, &b, false)
+			jobs, popped, first := d.pend.take(p.jobs[:0], p.buf, popBatch, &b, false)
 			if popped > 0 {
 				d.roomMade(false)
 			}
 			if len(jobs) == 0 {
+				p.publish(popped, first)
+				if popped > 0 {
+					continue // delayed events, not due yet
+				}
 				break // DropOldest evictions took the rest
 			}
+			p.ledgerB = d.ledgerBound()
 			k, err := p.runBatch(jobs, done, false)
+			p.publish(popped, first) // the deterministic consumer runs alone: no one ends its jobs
 			n += k
 			took += k
 			if err == errStopped {

@@ -21,3 +21,7 @@ func TestStressOrder(t *testing.T) {
 func TestStressOrderHotKeys(t *testing.T) {
 	orderHotKeys(t, []int{1, 2, 4, 8}, sizeFor(200_000, 20_000))
 }
+
+// TestStressMillionDelayedEvents: a million delayed events spread over an
+// hour (see TestManyDelayedEventsCostMemoryNotGoroutines).
+func TestStressMillionDelayedEvents(t *testing.T) { checkManyDelayed(t, 1_000_000) }

@@ -17,6 +17,7 @@ const roomLook = time.Millisecond
 // work is one worker's loop: take a batch, run it through the batch loop,
 // park when there is nothing to take.
 func (d *Dispatcher) work(rs *runState, p *proc) {
+	defer d.settle(p) // Flush may go on without Run
 	done := rs.ctx.Done()
 	b := unbounded(d.cfg.workers)
 	for {
@@ -46,8 +47,12 @@ func (d *Dispatcher) takeJobs(p *proc, b *bounds) []job {
 		runtime.Gosched()
 		return nil
 	}
-	jobs, popped := d.pend.take(p.jobs[:0], p.buf, popBatch, b, true)
+	jobs, popped, first := d.pend.take(p.jobs[:0], p.buf, popBatch, b, true)
 	p.setHeld(len(jobs)) // before the unlock: Stats never misses them
+	// Before the unlock too: another worker may end a job of a key
+	// admitted here (see ledger).
+	p.publish(popped, first)
+	p.ledgerB = d.ledgerBound()
 	d.pend.takeMu.Unlock()
 	if popped > 0 {
 		d.roomMade(true)
@@ -80,9 +85,10 @@ func (d *Dispatcher) park(rs *runState, p *proc) bool {
 		}
 		runtime.Gosched()
 	}
-	// Asleep, the worker keeps no subscriber reachable: Unsubscribe may
-	// come while it sleeps.
+	// Asleep, the worker keeps no subscriber reachable (Unsubscribe may
+	// come while it sleeps), and has told Flush what it finished.
 	p.forgetMatch()
+	d.settle(p)
 	n := d.sleepers.Add(1)
 	defer d.sleepers.Add(-1)
 	if d.pend.hasFront() || (!d.pend.keys.Full() && d.pend.ring.Len() > 0) {

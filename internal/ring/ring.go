@@ -200,6 +200,11 @@ func (r *Ring[T]) Len() int {
 // push will take.
 func (r *Ring[T]) Pushed() uint64 { return r.tail.Load() &^ closedBit }
 
+// Popped returns how many pops have claimed their position: every
+// position below it is taken out of the ring (or being read by its
+// consumer).
+func (r *Ring[T]) Popped() uint64 { return r.head.Load() }
+
 // Close makes every later push fail. Values already pushed stay and can be
 // popped; a push that claimed its position before Close completes. Close is
 // idempotent.

@@ -1,0 +1,252 @@
+package dispatcher
+
+import (
+	"container/heap"
+	"context"
+	"fmt"
+	"time"
+)
+
+// After delays an event: it is accepted at once (it counts in Emitted and
+// gets its ID then) and processed no earlier than d from now, by the time
+// package's clock (testing/synctest's fake clock in tests). A d of zero or
+// less is no delay.
+//
+// Delayed events wait in the queue of retries, by due time: Tick and Drain
+// take in the ones that are due, Run's workers get them when they come
+// due, and under Run a keyed delayed event takes its place in its key's
+// order then. They are bounded by the capacity (WithCapacity), apart from
+// the ring: when as many wait as the capacity allows, the emit applies the
+// overflow policy (Block waits for one to come due; DropOldest discards
+// the delayed event emitted first). Stats.Scheduled counts them. Shutdown
+// waits for them, within its ctx; Close discards them (counted in Dropped,
+// OnDone told). Each costs one allocation.
+func After(d time.Duration) EmitOption { return delayOption{after: d} }
+
+// At delays an event until t, as After does; a t that has passed is no
+// delay.
+func At(t time.Time) EmitOption { return delayOption{at: t, abs: true} }
+
+type delayOption struct {
+	after time.Duration
+	at    time.Time
+	abs   bool
+}
+
+func (o delayOption) applyEmit(c emitConfig) emitConfig {
+	c.at = true
+	if o.abs {
+		c.due = o.at
+	} else {
+		c.due = time.Now().Add(o.after)
+	}
+	return c
+}
+
+// emitDelayed queues e, whose tracker holds its due time, after reserving
+// its place among the delayed events.
+func (d *Dispatcher) emitDelayed(ctx context.Context, e entry) error {
+	if err := d.reserve(ctx, e); err != nil {
+		return err
+	}
+	p := d.pend
+	e.tr.sched.Store(schedWaiting)
+	if d.cfg.overflow == DropOldest {
+		p.schedMu.Lock()
+		p.schedOrder.Push(e.tr)
+		p.schedMu.Unlock()
+	}
+	p.schedInRing.Add(1)
+	if err := d.push(ctx, e); err != nil {
+		p.schedInRing.Add(-1)
+		if e.tr.sched.CompareAndSwap(schedWaiting, schedNone) {
+			p.unreserve()
+		} // else DropOldest cancelled it meanwhile, counted as dropped
+		return err
+	}
+	return nil
+}
+
+// reserve takes one of the capacity's places for a delayed event, applying
+// the overflow policy when there is none.
+func (d *Dispatcher) reserve(ctx context.Context, e entry) error {
+	p := d.pend
+	for {
+		if p.tryReserve() {
+			return nil
+		}
+		switch d.cfg.overflow {
+		case Reject:
+			return fmt.Errorf("%w: as many delayed events wait as the capacity allows", ErrFull)
+		case DropNewest:
+			d.dropped.Add(1)
+			return ErrDropped
+		case DropOldest:
+			d.cancelFirstScheduled()
+			continue
+		}
+		// Block: wait until a delayed event comes due or is dropped.
+		if d.fromHandler(ctx) {
+			return fmt.Errorf("%w: an emit from a handler does not wait for room among delayed events", ErrFull)
+		}
+		freed := p.schedFree.wait()
+		if p.tryReserve() {
+			p.schedFree.done()
+			return nil
+		}
+		select {
+		case <-freed:
+		case <-d.closed:
+		case <-ctx.Done():
+		}
+		p.schedFree.done()
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		if d.state.Load() == stateClosed {
+			return ErrClosed
+		}
+	}
+}
+
+// tryReserve takes a place for a delayed event if one is free.
+func (p *pending) tryReserve() bool {
+	for {
+		n := p.scheduled.Load()
+		if n >= int64(p.limit) {
+			return false
+		}
+		if p.scheduled.CompareAndSwap(n, n+1) {
+			return true
+		}
+	}
+}
+
+// unreserve gives a delayed event's place back.
+func (p *pending) unreserve() {
+	p.scheduled.Add(-1)
+	p.schedFree.broadcast()
+}
+
+// discard is called for a job that is dropped: a delayed event that still
+// waited gives its place back. It reports whether the job is a zombie
+// (see tracker.zombie), which must not be counted again.
+func (p *pending) discard(t *tracker) (zombie bool) {
+	if t == nil {
+		return false
+	}
+	if t.sched.CompareAndSwap(schedWaiting, schedNone) {
+		p.unreserve()
+		return false
+	}
+	return t.sched.Load() == schedCancelled
+}
+
+// comeDue makes a delayed event that waited an event like any other. It
+// reports false for a zombie.
+func (p *pending) comeDue(t *tracker) bool {
+	if t.sched.CompareAndSwap(schedWaiting, schedNone) {
+		p.unreserve()
+		return true
+	}
+	return t.sched.Load() != schedCancelled
+}
+
+// popped is called for each event taken out of the ring: a delayed one no
+// longer counts as in the ring.
+func (p *pending) popped(e *entry) {
+	if e.tr != nil && !e.tr.due.IsZero() {
+		p.schedInRing.Add(-1)
+	}
+}
+
+// postpone moves the jobs of jobs[from:] whose event waits for a due time
+// after now into the waiting heap, and returns the others, in order. A
+// zombie stays with the others: the consumer ends it (see proc.process).
+func (p *pending) postpone(jobs []job, from int) []job {
+	now := time.Now()
+	out := jobs[:from]
+	moved := 0
+	for _, j := range jobs[from:] {
+		if t := j.tr; t != nil && t.sched.Load() == schedWaiting {
+			if now.Before(t.due) {
+				p.mu.Lock()
+				if t.sched.Load() == schedWaiting { // DropOldest cancels under mu
+					p.seq++
+					heap.Push(&p.waiting, retryItem{job: j, due: t.due, seq: p.seq})
+					p.updateLocked()
+					p.mu.Unlock()
+					moved++
+					continue
+				}
+				p.mu.Unlock()
+			} else {
+				p.comeDue(t)
+			}
+		}
+		out = append(out, j)
+	}
+	clear(jobs[len(out):]) // keep no payload reachable twice
+	if moved > 0 {
+		select {
+		case p.schedWake <- struct{}{}: // Run's scheduler: a new due time
+		default:
+		}
+	}
+	return out
+}
+
+// cancelFirstScheduled discards the delayed event emitted first of those
+// that wait, for DropOldest: counted in Dropped, OnDone told. One in the
+// waiting heap leaves it; one still in the ring stays there as a zombie
+// until a consumer comes across it. Delayed events that no longer wait
+// leave schedOrder as it is scanned, and it is compacted when they make
+// up most of it, so that it stays proportional to what waits.
+func (d *Dispatcher) cancelFirstScheduled() {
+	p := d.pend
+	p.schedMu.Lock()
+	var t *tracker
+	for p.schedOrder.Len() > 0 {
+		c := p.schedOrder.Pop()
+		p.mu.Lock()
+		if c.sched.CompareAndSwap(schedWaiting, schedCancelled) {
+			t = c
+			break // with p.mu held
+		}
+		p.mu.Unlock()
+	}
+	if n := p.schedOrder.Len(); n > 64 && int64(n) > 2*p.scheduled.Load() {
+		items := p.schedOrder.Items()
+		keep := items[:0]
+		for _, c := range items {
+			if c.sched.Load() == schedWaiting {
+				keep = append(keep, c)
+			}
+		}
+		clear(items[len(keep):])
+		p.schedOrder.Reset()
+		for _, c := range keep {
+			p.schedOrder.Push(c)
+		}
+	}
+	p.schedMu.Unlock()
+	if t == nil {
+		return // every reserved place is taken by an emit still pushing: look again
+	}
+	var id uint64
+	inHeap := t.hidx >= 0
+	if inHeap {
+		j := heap.Remove(&p.waiting, t.hidx).(retryItem).job
+		id = j.ev.ID
+		p.updateLocked()
+	}
+	p.mu.Unlock()
+	if inHeap {
+		// A consumer took the job out of the ring and counted it in
+		// Flush's ledger; nobody will come across it again.
+		d.ledger.spawn(id, -1)
+	}
+	p.unreserve()
+	d.dropped.Add(1)
+	t.drop()
+}

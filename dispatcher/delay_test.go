@@ -1,0 +1,444 @@
+package dispatcher_test
+
+// Delayed events (SPEC part three, point 1): After and At. Time runs on
+// synctest's fake clock, so due times are checked to the nanosecond.
+
+import (
+	"context"
+	"errors"
+	"runtime"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"testing/synctest"
+	"time"
+
+	"github.com/ringbus/ringbus/dispatcher"
+)
+
+// handledAt records each handled event's payload and the fake time it ran.
+type handledAt struct {
+	mu   sync.Mutex
+	what []string
+	when []time.Time
+	ids  []uint64
+}
+
+func (h *handledAt) handler(_ context.Context, e dispatcher.Event) error {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.what = append(h.what, e.Payload.(string))
+	h.when = append(h.when, time.Now())
+	h.ids = append(h.ids, e.ID)
+	return nil
+}
+
+func (h *handledAt) got() []string {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return slices.Clone(h.what)
+}
+
+func emitDelayed(t testing.TB, d *dispatcher.Dispatcher, key, payload string, opt dispatcher.EmitOption) {
+	t.Helper()
+	if err := d.EmitEvent(context.Background(), dispatcher.Event{Topic: "later", Key: key, Payload: payload}, opt); err != nil {
+		t.Fatalf("EmitEvent(%s) error = %v", payload, err)
+	}
+}
+
+// TestAfterIsDueToTheNanosecond: a delayed event is accepted at once (ID,
+// Emitted, Scheduled) and Tick and Drain take it in only when it is due.
+func TestAfterIsDueToTheNanosecond(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		d := newDispatcher(t)
+		var h handledAt
+		subscribe(t, d, "later", h.handler)
+		start := time.Now()
+		emitDelayed(t, d, "", "e1", dispatcher.After(5*time.Minute))
+		if st := d.Stats(); st.Emitted != 1 || st.Scheduled != 1 || st.Queued != 0 {
+			t.Fatalf("after the emit: Emitted %d, Scheduled %d, Queued %d; want 1, 1, 0", st.Emitted, st.Scheduled, st.Queued)
+		}
+		if n, err := d.Tick(context.Background()); n != 0 || err != nil {
+			t.Fatalf("Tick() = %d, %v before the due time; want 0, nil", n, err)
+		}
+		advanceClock(5*time.Minute - time.Nanosecond)
+		if n := drain(t, d); n != 0 {
+			t.Fatalf("Drain() = %d one nanosecond before the due time, want 0", n)
+		}
+		if st := d.Stats(); st.Scheduled != 1 || st.Queued != 0 {
+			t.Errorf("waiting: Scheduled %d, Queued %d; want 1, 0", st.Scheduled, st.Queued)
+		}
+		advanceClock(time.Nanosecond)
+		if n := drain(t, d); n != 1 {
+			t.Fatalf("Drain() = %d at the due time, want 1", n)
+		}
+		if got := h.got(); !slices.Equal(got, []string{"e1"}) {
+			t.Fatalf("handled %v, want [e1]", got)
+		}
+		if h.when[0].Sub(start) != 5*time.Minute || h.ids[0] != 1 {
+			t.Errorf("handled at +%v with ID %d, want +5m0s and ID 1", h.when[0].Sub(start), h.ids[0])
+		}
+		if st := d.Stats(); st.Scheduled != 0 || st.Queued != 0 || st.Delivered != 1 {
+			t.Errorf("after: %+v, want Scheduled 0, Queued 0, Delivered 1", st)
+		}
+	})
+}
+
+// TestAtInThePastIsNow: At a time that has passed, or After zero, is no
+// delay.
+func TestAtInThePastIsNow(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		d := newDispatcher(t)
+		var h handledAt
+		subscribe(t, d, "later", h.handler)
+		emitDelayed(t, d, "", "past", dispatcher.At(time.Now().Add(-time.Hour)))
+		emitDelayed(t, d, "", "now", dispatcher.At(time.Now()))
+		emitDelayed(t, d, "", "zero", dispatcher.After(0))
+		if st := d.Stats(); st.Scheduled != 0 || st.Queued != 3 {
+			t.Fatalf("Scheduled %d, Queued %d; want 0, 3", st.Scheduled, st.Queued)
+		}
+		drain(t, d)
+		if got := h.got(); !slices.Equal(got, []string{"past", "now", "zero"}) {
+			t.Errorf("handled %v, want [past now zero]", got)
+		}
+	})
+}
+
+// TestDelayedEventsComeByDueTime: delayed events are processed in due time
+// order, each in its round, and at their due times, with Tick and Drain and
+// under Run; under Run a keyed delayed event takes its place in its key's
+// order when it comes due.
+func TestDelayedEventsComeByDueTime(t *testing.T) {
+	for _, mode := range []string{"Drain", "Run"} {
+		t.Run(mode, func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				d := newDispatcher(t, dispatcher.WithWorkers(2))
+				var h handledAt
+				subscribe(t, d, "later", h.handler)
+				var wait func() error
+				if mode == "Run" {
+					wait = startRun(t, context.Background(), d)
+				}
+				start := time.Now()
+				emitDelayed(t, d, "k", "3s", dispatcher.After(3*time.Second))
+				emitDelayed(t, d, "k", "1s", dispatcher.At(start.Add(time.Second)))
+				emitDelayed(t, d, "k", "2s", dispatcher.After(2*time.Second))
+				emitDelayed(t, d, "k", "now", nil)
+				emitDelayed(t, d, "", "1s-nokey", dispatcher.After(time.Second))
+				for range 4 {
+					if mode == "Drain" {
+						drain(t, d)
+					}
+					synctest.Wait()
+					advanceClock(time.Second)
+				}
+				if mode == "Run" {
+					stopRun(t, context.Background(), d, wait)
+				}
+				want := []string{"now", "1s", "1s-nokey", "2s", "3s"}
+				if got := h.got(); !slices.Equal(got, want) {
+					t.Fatalf("handled %v, want %v", got, want)
+				}
+				wantAt := []time.Duration{0, time.Second, time.Second, 2 * time.Second, 3 * time.Second}
+				for i, at := range h.when {
+					if at.Sub(start) != wantAt[i] {
+						t.Errorf("%s handled at +%v, want +%v", h.what[i], at.Sub(start), wantAt[i])
+					}
+				}
+			})
+		})
+	}
+}
+
+// TestKeyedDelayedEventWaitsForItsKey: under Run, a keyed event that comes
+// due while an earlier event of its key runs waits for it.
+func TestKeyedDelayedEventWaitsForItsKey(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		d := newDispatcher(t, dispatcher.WithWorkers(4))
+		gate := make(chan struct{})
+		var mu sync.Mutex
+		var order []string
+		subscribe(t, d, "later", func(_ context.Context, e dispatcher.Event) error {
+			if e.Payload == "slow" {
+				<-gate
+			}
+			mu.Lock()
+			order = append(order, e.Payload.(string))
+			mu.Unlock()
+			return nil
+		})
+		wait := startRun(t, context.Background(), d)
+		emitDelayed(t, d, "k", "later", dispatcher.After(time.Second))
+		emitDelayed(t, d, "k", "slow", nil)
+		advanceClock(time.Minute) // "later" is due while "slow" runs
+		close(gate)
+		stopRun(t, context.Background(), d, wait)
+		if !slices.Equal(order, []string{"slow", "later"}) {
+			t.Errorf("order %v, want [slow later]", order)
+		}
+	})
+}
+
+// TestShutdownWaitsForDelayedEvents: Shutdown processes delayed events when
+// they come due, within its ctx; what its ctx leaves is dropped and
+// counted, and OnDone told.
+func TestShutdownWaitsForDelayedEvents(t *testing.T) {
+	for _, mode := range []string{"without Run", "Run"} {
+		t.Run(mode, func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				d := newDispatcher(t)
+				var h handledAt
+				subscribe(t, d, "later", h.handler)
+				var wait func() error
+				if mode == "Run" {
+					wait = startRun(t, context.Background(), d)
+				}
+				var r doneRecorder
+				start := time.Now()
+				emitWithDone(t, d, &r, "soon", dispatcher.Event{Topic: "later", Payload: "soon"})
+				if err := d.EmitEvent(context.Background(), dispatcher.Event{Topic: "later", Payload: "1m"}, dispatcher.After(time.Minute), r.option("1m")); err != nil {
+					t.Fatal(err)
+				}
+				if err := d.EmitEvent(context.Background(), dispatcher.Event{Topic: "later", Payload: "1h"}, dispatcher.After(time.Hour), r.option("1h")); err != nil {
+					t.Fatal(err)
+				}
+				ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+				defer cancel()
+				if err := d.Shutdown(ctx); !errors.Is(err, context.DeadlineExceeded) {
+					t.Errorf("Shutdown() error = %v, want DeadlineExceeded", err)
+				}
+				if mode == "Run" {
+					if err := wait(); err != nil {
+						t.Errorf("Run() error = %v", err)
+					}
+				}
+				if got := h.got(); !slices.Equal(got, []string{"soon", "1m"}) {
+					t.Errorf("handled %v, want [soon 1m]", got)
+				}
+				if h.when[1].Sub(start) != time.Minute {
+					t.Errorf("1m handled at +%v", h.when[1].Sub(start))
+				}
+				if err := r.once(t, "1h"); !errors.Is(err, dispatcher.ErrDropped) {
+					t.Errorf("OnDone(1h) = %v, want ErrDropped", err)
+				}
+				if err := r.once(t, "1m"); err != nil {
+					t.Errorf("OnDone(1m) = %v, want nil", err)
+				}
+				if st := d.Stats(); st.Dropped != 1 || st.Scheduled != 0 {
+					t.Errorf("Dropped %d, Scheduled %d; want 1, 0", st.Dropped, st.Scheduled)
+				}
+			})
+		})
+	}
+}
+
+// TestCloseDropsDelayedEvents: Close discards delayed events, whether a
+// consumer has seen them yet or not, and says so.
+func TestCloseDropsDelayedEvents(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		d := newDispatcher(t)
+		subscribe(t, d, "later", func(context.Context, dispatcher.Event) error { return nil })
+		var r doneRecorder
+		if err := d.EmitEvent(context.Background(), dispatcher.Event{Topic: "later"}, dispatcher.After(time.Minute), r.option("seen")); err != nil {
+			t.Fatal(err)
+		}
+		drain(t, d) // a consumer has moved it to the waiting queue
+		if err := d.EmitEvent(context.Background(), dispatcher.Event{Topic: "later"}, dispatcher.After(time.Minute), r.option("in ring")); err != nil {
+			t.Fatal(err)
+		}
+		err := d.Close()
+		if !errors.Is(err, dispatcher.ErrDropped) {
+			t.Errorf("Close() error = %v, want ErrDropped", err)
+		}
+		for _, name := range []string{"seen", "in ring"} {
+			if err := r.once(t, name); !errors.Is(err, dispatcher.ErrDropped) {
+				t.Errorf("OnDone(%s) = %v, want ErrDropped", name, err)
+			}
+		}
+		if st := d.Stats(); st.Dropped != 2 || st.Scheduled != 0 || st.Queued != 0 {
+			t.Errorf("Stats %+v, want Dropped 2, Scheduled 0, Queued 0", st)
+		}
+	})
+}
+
+// TestDelayedEventsAreBounded: as many delayed events wait as the capacity
+// allows; then the overflow policy decides.
+func TestDelayedEventsAreBounded(t *testing.T) {
+	const capacity = 4
+	for _, policy := range []dispatcher.OverflowPolicy{dispatcher.Reject, dispatcher.DropNewest, dispatcher.DropOldest, dispatcher.Block} {
+		t.Run(policy.String(), func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				d := newDispatcher(t, dispatcher.WithCapacity(capacity), dispatcher.WithOverflow(policy))
+				var h handledAt
+				subscribe(t, d, "later", h.handler)
+				var r doneRecorder
+				for i := range capacity {
+					name := string(rune('a' + i))
+					if err := d.EmitEvent(context.Background(), dispatcher.Event{Topic: "later", Payload: name}, dispatcher.After(time.Duration(i+1)*time.Second), r.option(name)); err != nil {
+						t.Fatalf("EmitEvent(%s) error = %v", name, err)
+					}
+				}
+				drain(t, d) // into the waiting queue: the ring is free again
+				if st := d.Stats(); st.Scheduled != capacity {
+					t.Fatalf("Scheduled %d, want %d", st.Scheduled, capacity)
+				}
+				emitX := func(ctx context.Context) error {
+					return d.EmitEvent(ctx, dispatcher.Event{Topic: "later", Payload: "x"}, dispatcher.After(10*time.Second), r.option("x"))
+				}
+				switch policy {
+				case dispatcher.Reject:
+					if err := emitX(context.Background()); !errors.Is(err, dispatcher.ErrFull) {
+						t.Errorf("EmitEvent error = %v, want ErrFull", err)
+					}
+				case dispatcher.DropNewest:
+					if err := emitX(context.Background()); !errors.Is(err, dispatcher.ErrDropped) {
+						t.Errorf("EmitEvent error = %v, want ErrDropped", err)
+					}
+				case dispatcher.DropOldest:
+					if err := emitX(context.Background()); err != nil {
+						t.Errorf("EmitEvent error = %v, want nil", err)
+					}
+					if err := r.once(t, "a"); !errors.Is(err, dispatcher.ErrDropped) {
+						t.Errorf("OnDone(a) = %v, want ErrDropped", err)
+					}
+				case dispatcher.Block:
+					ctx, cancel := context.WithTimeout(context.Background(), time.Millisecond)
+					if err := emitX(ctx); !errors.Is(err, context.DeadlineExceeded) {
+						t.Errorf("EmitEvent with a short ctx error = %v, want DeadlineExceeded", err)
+					}
+					cancel()
+					// From a handler it does not wait.
+					var fromHandler error
+					subscribe(t, d, "probe", func(ctx context.Context, _ dispatcher.Event) error {
+						fromHandler = emitX(ctx)
+						return nil
+					})
+					emit(t, d, "probe", "")
+					drain(t, d)
+					if !errors.Is(fromHandler, dispatcher.ErrFull) {
+						t.Errorf("EmitEvent from a handler error = %v, want ErrFull", fromHandler)
+					}
+					done := make(chan error, 1)
+					go func() { done <- emitX(context.Background()) }()
+					synctest.Wait()
+					select {
+					case err := <-done:
+						t.Fatalf("EmitEvent returned %v while the delayed events were full", err)
+					default:
+					}
+					advanceClock(time.Second) // a is due
+					drain(t, d)               // and leaves the waiting queue
+					if err := recv(t, done, "the blocked EmitEvent"); err != nil {
+						t.Errorf("blocked EmitEvent error = %v", err)
+					}
+				}
+				advanceClock(time.Minute)
+				drain(t, d)
+				want := map[dispatcher.OverflowPolicy][]string{
+					dispatcher.Reject:     {"a", "b", "c", "d"},
+					dispatcher.DropNewest: {"a", "b", "c", "d"},
+					dispatcher.DropOldest: {"b", "c", "d", "x"},
+					dispatcher.Block:      {"a", "b", "c", "d", "x"},
+				}[policy]
+				if got := h.got(); !slices.Equal(got, want) {
+					t.Errorf("handled %v, want %v", got, want)
+				}
+				if st := d.Stats(); st.Scheduled != 0 {
+					t.Errorf("Scheduled %d at the end, want 0", st.Scheduled)
+				}
+			})
+		})
+	}
+}
+
+// TestDropOldestCancelsADelayedEventInTheRing: when every delayed event is
+// still in the ring, DropOldest discards the one emitted first where it
+// is: counted and told at once, skipped when a consumer comes to it.
+func TestDropOldestCancelsADelayedEventInTheRing(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		d := newDispatcher(t, dispatcher.WithCapacity(8), dispatcher.WithOverflow(dispatcher.DropOldest))
+		var h handledAt
+		subscribe(t, d, "later", h.handler)
+		var r doneRecorder
+		for i := range 9 {
+			name := string(rune('a' + i))
+			if err := d.EmitEvent(context.Background(), dispatcher.Event{Topic: "later", Payload: name}, dispatcher.After(time.Second), r.option(name)); err != nil {
+				t.Fatalf("EmitEvent(%s) error = %v", name, err)
+			}
+		}
+		if err := r.once(t, "a"); !errors.Is(err, dispatcher.ErrDropped) {
+			t.Errorf("OnDone(a) = %v, want ErrDropped", err)
+		}
+		if st := d.Stats(); st.Dropped != 1 || st.Scheduled != 8 || st.Queued != 0 || st.Emitted != 9 {
+			t.Errorf("Stats %+v, want Dropped 1, Scheduled 8, Queued 0, Emitted 9", st)
+		}
+		advanceClock(time.Second)
+		drain(t, d)
+		if got := h.got(); !slices.Equal(got, []string{"b", "c", "d", "e", "f", "g", "h", "i"}) {
+			t.Errorf("handled %v, want b to i", got)
+		}
+		if st := d.Stats(); st.Dropped != 1 || st.Scheduled != 0 || st.Queued != 0 {
+			t.Errorf("Stats %+v at the end, want Dropped 1, Scheduled 0, Queued 0", st)
+		}
+		if n := dispatcher.Outstanding(d); n != 0 {
+			t.Errorf("Flush's ledger counts %d jobs outside the ring, want 0", n)
+		}
+	})
+}
+
+// TestManyDelayedEventsCostMemoryNotGoroutines: delayed events spread over
+// an hour wait in one queue under one timer: no goroutine each, a bounded
+// number of bytes each, and every one is handled at its time. The stress
+// build runs it with a million (TestStressMillionDelayedEvents).
+func TestManyDelayedEventsCostMemoryNotGoroutines(t *testing.T) {
+	checkManyDelayed(t, sizeFor(50_000, 10_000))
+}
+
+func checkManyDelayed(t *testing.T, n int) {
+	synctest.Test(t, func(t *testing.T) {
+		d := newDispatcher(t, dispatcher.WithCapacity(n), dispatcher.WithWorkers(2))
+		var handled atomic.Int64
+		var late atomic.Int64
+		subscribe(t, d, "later", func(_ context.Context, e dispatcher.Event) error {
+			handled.Add(1)
+			if due := e.Payload.(time.Time); time.Now().Before(due) {
+				late.Add(1) // early, in fact: counted to fail the test
+			}
+			return nil
+		})
+		wait := startRun(t, context.Background(), d)
+		synctest.Wait()
+		goroutines := runtime.NumGoroutine()
+		var before, after runtime.MemStats
+		runtime.GC()
+		runtime.ReadMemStats(&before)
+		start := time.Now()
+		for i := range n {
+			due := start.Add(time.Duration(i) * time.Hour / time.Duration(n)).Add(time.Second)
+			if err := d.EmitEvent(context.Background(), dispatcher.Event{Topic: "later", Payload: due}, dispatcher.At(due)); err != nil {
+				t.Fatalf("EmitEvent %d error = %v", i, err)
+			}
+		}
+		synctest.Wait()
+		runtime.GC()
+		runtime.ReadMemStats(&after)
+		if st := d.Stats(); st.Scheduled != n {
+			t.Fatalf("Scheduled %d, want %d", st.Scheduled, n)
+		}
+		if g := runtime.NumGoroutine(); g != goroutines {
+			t.Errorf("%d goroutines with %d delayed events, %d before", g, n, goroutines)
+		}
+		perEvent := (int64(after.HeapAlloc) - int64(before.HeapAlloc)) / int64(n)
+		if perEvent > 512 {
+			t.Errorf("%d bytes of heap per delayed event, want at most 512", perEvent)
+		}
+		t.Logf("%d delayed events: %d bytes of heap each", n, perEvent)
+		advanceClock(time.Hour + time.Minute)
+		synctest.Wait()
+		if handled.Load() != int64(n) || late.Load() != 0 {
+			t.Errorf("handled %d of %d, %d before their due time", handled.Load(), n, late.Load())
+		}
+		stopRun(t, context.Background(), d, wait)
+	})
+}

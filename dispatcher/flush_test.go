@@ -1,0 +1,315 @@
+package dispatcher_test
+
+// Flush (SPEC part three, point 2): it returns once every event accepted
+// before the call is finished, retries and delayed events included, with
+// Run or on the caller's goroutine, and never waits for later events.
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"testing/synctest"
+	"time"
+
+	"github.com/ringbus/ringbus/dispatcher"
+)
+
+// TestFlushWithoutRunProcessesOnTheCaller: without Run, Flush processes on
+// the caller's goroutine, following cascades and waiting for retries.
+func TestFlushWithoutRunProcessesOnTheCaller(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		d := newDispatcher(t)
+		caller := goroutineID()
+		var calls, elsewhere atomic.Int32
+		subscribe(t, d, "a", func(ctx context.Context, e dispatcher.Event) error {
+			if goroutineID() != caller {
+				elsewhere.Add(1)
+			}
+			if calls.Add(1) == 1 {
+				return errors.New("first call fails")
+			}
+			return d.Emit(ctx, "b", nil)
+		}, dispatcher.WithRetry(3, dispatcher.ConstantBackoff(time.Minute)))
+		var bs atomic.Int32
+		subscribe(t, d, "b", func(context.Context, dispatcher.Event) error { bs.Add(1); return nil })
+		emit(t, d, "a", 1)
+		emit(t, d, "a", 2)
+		start := time.Now()
+		if err := d.Flush(context.Background()); err != nil {
+			t.Fatalf("Flush() error = %v", err)
+		}
+		if took := time.Since(start); took != time.Minute {
+			t.Errorf("Flush took %v of fake time, want 1m0s (the retry's backoff)", took)
+		}
+		if calls.Load() != 3 || elsewhere.Load() != 0 {
+			t.Errorf("%d calls of a, %d not on the caller's goroutine; want 3, 0", calls.Load(), elsewhere.Load())
+		}
+		if st := d.Stats(); st.Retrying != 0 || st.Delivered < 3 {
+			t.Errorf("after Flush: %+v; want Retrying 0, Delivered 3 at least", st)
+		}
+		// The b emitted by the first round is processed in the next one;
+		// the one the retry emitted came after the call, and need not be.
+		if bs.Load() < 1 {
+			t.Errorf("b handled %d times, want 1 at least", bs.Load())
+		}
+		drain(t, d)
+		if bs.Load() != 2 {
+			t.Errorf("b handled %d times after a Drain, want 2", bs.Load())
+		}
+	})
+}
+
+// TestFlushWaitsForDelayedEvents: a delayed event accepted before Flush is
+// waited for, with and without Run.
+func TestFlushWaitsForDelayedEvents(t *testing.T) {
+	for _, mode := range []string{"without Run", "Run"} {
+		t.Run(mode, func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				d := newDispatcher(t)
+				var h handledAt
+				subscribe(t, d, "later", h.handler)
+				if mode == "Run" {
+					wait := startRun(t, context.Background(), d)
+					defer stopRun(t, context.Background(), d, wait)
+				}
+				start := time.Now()
+				emitDelayed(t, d, "", "10m", dispatcher.After(10*time.Minute))
+				if err := d.Flush(context.Background()); err != nil {
+					t.Fatalf("Flush() error = %v", err)
+				}
+				if took := time.Since(start); took != 10*time.Minute || len(h.got()) != 1 {
+					t.Errorf("Flush returned after %v with %v handled, want 10m0s and [10m]", took, h.got())
+				}
+			})
+		})
+	}
+}
+
+// succeeded records the IDs of the events whose handler call succeeded.
+type succeeded struct {
+	mu  sync.Mutex
+	ids map[uint64]bool
+}
+
+func (s *succeeded) add(id uint64) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.ids == nil {
+		s.ids = make(map[uint64]bool)
+	}
+	s.ids[id] = true
+}
+
+// missing returns the IDs up to n that have not succeeded.
+func (s *succeeded) missing(n uint64) []uint64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var out []uint64
+	for id := uint64(1); id <= n; id++ {
+		if !s.ids[id] {
+			out = append(out, id)
+		}
+	}
+	return out
+}
+
+// TestFlushUnderRunWaitsForRetriesInFlight: under Run, with keyed events
+// whose handler fails and retries, each of several concurrent Flush calls
+// returns only when every event accepted before it has succeeded, while
+// emitters go on.
+func TestFlushUnderRunWaitsForRetriesInFlight(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		d := newDispatcher(t, dispatcher.WithWorkers(3), dispatcher.WithCapacity(64))
+		var ok succeeded
+		var calls sync.Map // event ID -> *atomic.Int32
+		subscribe(t, d, "job", func(_ context.Context, e dispatcher.Event) error {
+			n, _ := calls.LoadOrStore(e.ID, new(atomic.Int32))
+			if n.(*atomic.Int32).Add(1) <= int32(e.ID%3) {
+				return fmt.Errorf("event %d fails its first %d calls", e.ID, e.ID%3)
+			}
+			ok.add(e.ID)
+			return nil
+		}, dispatcher.WithRetry(3, dispatcher.ConstantBackoff(time.Second)))
+		wait := startRun(t, context.Background(), d)
+		var wg sync.WaitGroup
+		for f := range 4 {
+			wg.Go(func() {
+				for range 5 {
+					before := d.Stats().Emitted // every ID up to it was accepted before the call
+					if err := d.Flush(context.Background()); err != nil {
+						t.Errorf("flusher %d: Flush() error = %v", f, err)
+						return
+					}
+					if m := ok.missing(before); len(m) > 0 {
+						t.Errorf("flusher %d: Flush returned with events %v of the first %d not finished", f, m, before)
+					}
+					time.Sleep(700 * time.Millisecond)
+				}
+			})
+		}
+		for i := range 100 {
+			emitKeyed(t, d, "job", fmt.Sprint(i%5), i)
+			if i%7 == 0 {
+				time.Sleep(300 * time.Millisecond)
+			}
+		}
+		wg.Wait()
+		if err := d.Flush(context.Background()); err != nil {
+			t.Errorf("last Flush() error = %v", err)
+		}
+		if m := ok.missing(100); len(m) > 0 {
+			t.Errorf("after the last Flush, events %v not finished", m)
+		}
+		stopRun(t, context.Background(), d, wait)
+	})
+}
+
+// TestFlushDoesNotWaitForLaterEvents: an event emitted after Flush began
+// is processed but not waited for.
+func TestFlushDoesNotWaitForLaterEvents(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		d := newDispatcher(t, dispatcher.WithWorkers(2))
+		early, late := make(chan struct{}), make(chan struct{})
+		subscribe(t, d, "early", func(context.Context, dispatcher.Event) error { <-early; return nil })
+		subscribe(t, d, "late", func(context.Context, dispatcher.Event) error { <-late; return nil })
+		wait := startRun(t, context.Background(), d)
+		emit(t, d, "early", nil)
+		flushed := make(chan error, 1)
+		go func() { flushed <- d.Flush(context.Background()) }()
+		synctest.Wait() // Flush waits for "early"
+		emit(t, d, "late", nil)
+		synctest.Wait() // the other worker runs "late", which blocks
+		close(early)
+		if err, _ := recvOK(t, flushed, "Flush"); err != nil {
+			t.Errorf("Flush() error = %v", err)
+		}
+		if st := d.Stats(); st.Delivered != 1 {
+			t.Errorf("Delivered %d when Flush returned, want 1 (late still runs)", st.Delivered)
+		}
+		close(late)
+		stopRun(t, context.Background(), d, wait)
+	})
+}
+
+// TestFlushMisuse: from a handler, and during a Tick or Drain, Flush says
+// why it cannot wait; after Close it reports ErrClosed; a ctx that ends
+// first ends it.
+func TestFlushMisuse(t *testing.T) {
+	t.Run("from a handler", func(t *testing.T) {
+		for _, mode := range []string{"Drain", "Run"} {
+			t.Run(mode, func(t *testing.T) {
+				d := newDispatcher(t)
+				got := make(chan error, 1)
+				subscribe(t, d, "t", func(ctx context.Context, _ dispatcher.Event) error {
+					got <- d.Flush(ctx)
+					return nil
+				})
+				emit(t, d, "t", nil)
+				if mode == "Run" {
+					wait := startRun(t, context.Background(), d)
+					defer stopRun(t, context.Background(), d, wait)
+				} else {
+					drain(t, d)
+				}
+				if err := recv(t, got, "the handler's Flush"); !errors.Is(err, dispatcher.ErrRunning) {
+					t.Errorf("Flush from a handler error = %v, want ErrRunning", err)
+				}
+			})
+		}
+	})
+	t.Run("during Drain", func(t *testing.T) {
+		d := newDispatcher(t)
+		var err error
+		subscribe(t, d, "t", func(context.Context, dispatcher.Event) error {
+			err = d.Flush(context.Background()) // another goroutine's ctx, in effect
+			return nil
+		})
+		emit(t, d, "t", nil)
+		drain(t, d)
+		if !errors.Is(err, dispatcher.ErrRunning) {
+			t.Errorf("Flush during Drain error = %v, want ErrRunning", err)
+		}
+	})
+	t.Run("after Close", func(t *testing.T) {
+		d := newDispatcher(t)
+		_ = d.Close()
+		if err := d.Flush(context.Background()); !errors.Is(err, dispatcher.ErrClosed) {
+			t.Errorf("Flush after Close error = %v, want ErrClosed", err)
+		}
+	})
+	t.Run("ctx ends first", func(t *testing.T) {
+		for _, mode := range []string{"without Run", "Run"} {
+			t.Run(mode, func(t *testing.T) {
+				synctest.Test(t, func(t *testing.T) {
+					d := newDispatcher(t)
+					subscribe(t, d, "t", func(context.Context, dispatcher.Event) error { return nil })
+					if mode == "Run" {
+						wait := startRun(t, context.Background(), d)
+						defer stopRun(t, context.Background(), d, wait)
+					}
+					emitDelayed(t, d, "", "in an hour", dispatcher.After(time.Hour))
+					ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+					defer cancel()
+					if err := d.Flush(ctx); !errors.Is(err, context.DeadlineExceeded) {
+						t.Errorf("Flush() error = %v, want DeadlineExceeded", err)
+					}
+					if st := d.Stats(); st.Scheduled != 1 {
+						t.Errorf("Scheduled %d after the Flush, want 1: the dispatcher stays open", st.Scheduled)
+					}
+				})
+			})
+		}
+	})
+	t.Run("Close during Flush", func(t *testing.T) {
+		synctest.Test(t, func(t *testing.T) {
+			d := newDispatcher(t)
+			subscribe(t, d, "t", func(context.Context, dispatcher.Event) error { return nil })
+			wait := startRun(t, context.Background(), d)
+			emitDelayed(t, d, "", "in an hour", dispatcher.After(time.Hour))
+			flushed := make(chan error, 1)
+			go func() { flushed <- d.Flush(context.Background()) }()
+			synctest.Wait()
+			if err := d.Close(); !errors.Is(err, dispatcher.ErrDropped) {
+				t.Errorf("Close() error = %v, want ErrDropped", err)
+			}
+			if err := recv(t, flushed, "Flush"); err != nil {
+				t.Errorf("Flush() error = %v after Close dropped what it waited for, want nil", err)
+			}
+			if err := wait(); err != nil {
+				t.Errorf("Run() error = %v", err)
+			}
+		})
+	})
+}
+
+// TestRunTakesOverFromFlush: a Run that starts while a Flush processes on
+// its caller's goroutine does not fail: Flush hands the queue over and
+// waits for the workers. So `go d.Run(ctx)` followed at once by Flush
+// works whichever goroutine comes first.
+func TestRunTakesOverFromFlush(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		d := newDispatcher(t, dispatcher.WithWorkers(2))
+		var h handledAt
+		subscribe(t, d, "later", h.handler)
+		emitDelayed(t, d, "", "1h", dispatcher.After(time.Hour))
+		flushed := make(chan error, 1)
+		go func() { flushed <- d.Flush(context.Background()) }()
+		synctest.Wait() // Flush owns the queue and waits for the due time
+		wait := startRun(t, context.Background(), d)
+		synctest.Wait()
+		if !dispatcher.Running(d) {
+			t.Fatal("Run did not take the queue from Flush")
+		}
+		advanceClock(time.Hour)
+		if err := recv(t, flushed, "Flush"); err != nil {
+			t.Errorf("Flush() error = %v", err)
+		}
+		if got := h.got(); len(got) != 1 {
+			t.Errorf("handled %v, want [1h]", got)
+		}
+		stopRun(t, context.Background(), d, wait)
+	})
+}

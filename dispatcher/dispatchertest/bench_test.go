@@ -40,17 +40,17 @@ func TestBenchmarkReportsThroughputAndLatency(t *testing.T) {
 		t.Errorf("timer calls = %q, want reset, then stop", got)
 	}
 	m := fake.Metrics()
-	if m["events/s"] <= 0 || m["p50-ns"] <= 0 || m["p50-ns"] > m["p99-ns"] {
-		t.Errorf("metrics = %v, want events/s > 0 and 0 < p50-ns <= p99-ns", m)
+	if m["events/s"] <= 0 || m["p50-ns"] <= 0 || m["p50-ns"] > m["p99-ns"] || m["failed/op"] != 0 {
+		t.Errorf("metrics = %v, want events/s > 0, 0 < p50-ns <= p99-ns, failed/op 0", m)
 	}
 	if err := d.Emit(t.Context(), "job", 0); !errors.Is(err, dispatcher.ErrClosed) {
 		t.Errorf("Emit() after Benchmark error = %v, want ErrClosed: Benchmark shuts the dispatcher down", err)
 	}
 }
 
-func TestBenchmarkFailsWhenEventsAreNotHandled(t *testing.T) {
-	t.Run("dead letters", func(t *testing.T) {
-		d := dispatchertest.New(t, dispatcher.WithWorkers(2))
+func TestBenchmarkReportsWhatWasNotHandled(t *testing.T) {
+	t.Run("dead letters count, a broken load fails", func(t *testing.T) {
+		d := dispatchertest.New(t, dispatcher.WithWorkers(2), dispatcher.WithCapacity(1024))
 		on(t, d, "job", func(_ context.Context, e dispatcher.Event) error {
 			if e.Payload.(int)%10 == 0 {
 				return errors.New("every tenth fails")
@@ -58,12 +58,22 @@ func TestBenchmarkFailsWhenEventsAreNotHandled(t *testing.T) {
 			return nil
 		})
 		fake := dispatchertest.NewFakeTB(t.Context())
-		dispatchertest.RunBenchmark(fake, 100, d, dispatchertest.Load{Event: keyed})
-		if errs := fake.Errors(); len(errs) != 1 || !strings.Contains(errs[0], "10 of 100 events failed") || !strings.Contains(errs[0], "every tenth fails") {
-			t.Errorf("Benchmark reported %q, want 10 of 100 events failed and the first error", errs)
+		// Events 0..99 carry their index; 100 more go to a bad topic,
+		// which Emit refuses with ErrBadTopic: a broken load.
+		dispatchertest.RunBenchmark(fake, 200, d, dispatchertest.Load{Event: func(i int) dispatcher.Event {
+			if i >= 100 {
+				return dispatcher.Event{Topic: "bad topic"}
+			}
+			return keyed(i)
+		}})
+		if got := fake.Metrics()["failed/op"]; got != 0.05 {
+			t.Errorf("failed/op = %v, want 0.05 (10 of 200 events dead-lettered)", got)
+		}
+		if errs := fake.Errors(); len(errs) != 1 || !strings.Contains(errs[0], "100 of 200 emits failed") || !strings.Contains(errs[0], dispatcher.ErrBadTopic.Error()) {
+			t.Errorf("Benchmark reported %q, want 100 of 200 emits failed with ErrBadTopic", errs)
 		}
 	})
-	t.Run("emits refused", func(t *testing.T) {
+	t.Run("a closed dispatcher fails", func(t *testing.T) {
 		d := dispatchertest.New(t)
 		if err := d.Close(); err != nil {
 			t.Fatal(err)
@@ -71,7 +81,7 @@ func TestBenchmarkFailsWhenEventsAreNotHandled(t *testing.T) {
 		fake := dispatchertest.NewFakeTB(t.Context())
 		dispatchertest.RunBenchmark(fake, 10, d, dispatchertest.Load{Event: keyed})
 		errs := strings.Join(fake.Errors(), "\n")
-		if !strings.Contains(errs, "10 of 10 events failed") || !strings.Contains(errs, "EmitEvent: "+dispatcher.ErrClosed.Error()) {
+		if !strings.Contains(errs, "10 of 10 emits failed") || !strings.Contains(errs, "EmitEvent: "+dispatcher.ErrClosed.Error()) {
 			t.Errorf("Benchmark of a closed dispatcher reported %q, want every EmitEvent failed with ErrClosed", errs)
 		}
 		if _, ok := fake.Metrics()["p50-ns"]; ok {

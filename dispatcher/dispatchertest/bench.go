@@ -26,22 +26,14 @@ type Load struct {
 
 // Benchmark runs d under Run, emits b.N events from load, waits until
 // every one of them is finished (each subscriber delivered it, retries
-// included), and shuts d down. Besides the usual ns/op it reports:
+// included, or it failed), and shuts d down. Besides the usual ns/op it
+// reports:
 //
 //   - events/s: b.N over the time from the first emit to the last event
 //     finished;
 //   - p50-ns and p99-ns: the median and 99th percentile latency of an
 //     event, from its EmitEvent call to its OnDone, so a blocked emit's
-//     wait for room counts.
-//
-// d is the dispatcher to measure, with its subscriptions, fresh for each
-// call (the benchmark function runs more than once with growing b.N),
-// never Run before; Benchmark stops it. Run it for each configuration to
-// compare (workers, capacity, overflow policy) in b.Run sub-benchmarks,
-// and compare the runs with benchstat:
-//
-//	go test -run '^$' -bench Pipeline -count 10 | tee new.txt
-//
+//     wait for room counts;
 //   - failed/op: the fraction of the events that were not handled: an
 //     event dead-lettered or dropped (OnDone got an error), or refused by
 //     the overflow policy (EmitEvent returned ErrFull or ErrDropped).
@@ -50,6 +42,15 @@ type Load struct {
 // fails the benchmark. Each event carries an OnDone and two time.Now
 // calls: the same cost in every configuration, but a part of what is
 // measured.
+//
+// d is the dispatcher to measure, with its subscriptions, fresh for each
+// call (the benchmark function runs more than once with growing b.N),
+// never Run before; Benchmark stops it. Run it for each configuration to
+// compare (workers, capacity, overflow policy) in b.Run sub-benchmarks,
+// and compare the runs with benchstat:
+//
+//	go test -run '^$' -bench Pipeline -count 10 | tee new.txt
+//	benchstat -col /workers new.txt
 func Benchmark(b *testing.B, d *dispatcher.Dispatcher, load Load) {
 	b.Helper()
 	benchmark(b, b.N, d, load)

@@ -1,12 +1,23 @@
 // Command pipeline plays the seed note's scenario on ringbus: jobs finish
 // and emit "run.finished" for several tenants; an audit log, a downstream
-// trigger and a notifier react. The notifier's channel to one tenant is
-// down, so that tenant's event becomes a dead letter; once the channel is
-// back, Redeliver sends it again to the notifier alone.
+// trigger and a notifier react.
 //
-// By default it runs deterministically, with Drain on main's goroutine.
-// With -concurrent it runs the same handlers under Run, with several
-// producers, and prints the throughput.
+// First, deterministically, with Drain on main's goroutine: the
+// notifier's channel to one tenant is down, so that tenant's event
+// becomes a dead letter; once the channel is back, Redeliver sends it
+// again to the notifier alone.
+//
+// Then the same handlers run under Run, with several producers, for
+// -duration: a progress line shows events per second, the queue, the
+// retries waiting and the dead letters while it runs (redrawn in place on
+// a terminal, a line a second otherwise), and a summary follows. There the
+// notifier's channel flaps: one call in 1000 fails and its retry goes
+// through; one event in 100000 has an address the channel rejects, and
+// becomes a dead letter at once.
+//
+// -concurrent runs the second part alone. main_test.go tests the
+// handlers, and benchmarks them for several worker counts and capacities
+// with package dispatchertest.
 package main
 
 import (
@@ -14,6 +25,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"log"
 	"os"
 	"sync"
@@ -31,7 +43,10 @@ type RunFinished struct {
 	Rows   int
 }
 
-var errNotifierDown = errors.New("notifier: channel down")
+var (
+	errNotifierDown = errors.New("notifier: channel down")
+	errBadAddress   = errors.New("notifier: address rejected")
+)
 
 // notifier fails for the tenants whose channel is down.
 type notifier struct {
@@ -51,22 +66,28 @@ func (n *notifier) handle(ctx context.Context, r RunFinished) error {
 }
 
 func main() {
-	concurrent := flag.Bool("concurrent", false, "run with the worker pool and several producers")
-	producers := flag.Int("producers", 4, "producers in -concurrent mode")
-	events := flag.Int("events", 1_000_000, "events in -concurrent mode")
-	workers := flag.Int("workers", 2, "workers in -concurrent mode")
+	concurrent := flag.Bool("concurrent", false, "run only the second part: the worker pool and several producers")
+	producers := flag.Int("producers", 4, "producers in the concurrent part")
+	workers := flag.Int("workers", 2, "workers in the concurrent part")
+	duration := flag.Duration("duration", 2*time.Second, "how long the producers emit in the concurrent part")
+	events := flag.Int("events", 0, "stop the producers after this many events in all (0: -duration alone)")
 	flag.Parse()
 	log.SetFlags(0)
-	var err error
-	if *concurrent {
-		err = runConcurrent(*producers, *workers, *events)
-	} else {
-		err = runDeterministic()
-	}
-	if err != nil {
+	cfg := loadConfig{producers: *producers, workers: *workers, duration: *duration, events: *events}
+	if err := run(*concurrent, cfg); err != nil {
 		log.Print(err)
 		os.Exit(1)
 	}
+}
+
+func run(concurrentOnly bool, cfg loadConfig) error {
+	if !concurrentOnly {
+		if err := runDeterministic(); err != nil {
+			return err
+		}
+		fmt.Println()
+	}
+	return runConcurrent(cfg, os.Stdout, isTerminal(os.Stdout))
 }
 
 func runDeterministic() error {
@@ -141,71 +162,144 @@ func runDeterministic() error {
 	return d.Shutdown(ctx)
 }
 
-func runConcurrent(producers, workers, events int) error {
+// Which events the notifier fails in the concurrent part, by event ID.
+const (
+	flapEvery       = 1000   // an event whose ID is a multiple fails its first call
+	badAddressEvery = 100000 // an event whose ID is 7 past a multiple fails for good
+	retryBackoff    = 20 * time.Millisecond
+)
+
+// fleet is the concurrent part's handlers; its counters are safe for
+// concurrent use.
+type fleet struct {
+	audited, triggered, notified, notifyFailed atomic.Int64
+}
+
+// subscribe subscribes f's handlers to d: the audit log, the trigger and
+// the notifier, whose calls are retried (3 calls in all, retryBackoff
+// apart).
+func (f *fleet) subscribe(d *dispatcher.Dispatcher) error {
+	subs := []struct {
+		pattern, name string
+		h             dispatcher.Handler
+		opts          []dispatcher.SubscribeOption
+	}{
+		{"run.*", "audit", dispatcher.Handle(func(context.Context, RunFinished) error {
+			f.audited.Add(1)
+			return nil
+		}), nil},
+		{"run.finished", "trigger", dispatcher.Handle(func(context.Context, RunFinished) error {
+			f.triggered.Add(1)
+			return nil
+		}), nil},
+		{"run.finished", "notifier", dispatcher.HandleEvent(f.notify),
+			[]dispatcher.SubscribeOption{dispatcher.WithRetry(3, dispatcher.ConstantBackoff(retryBackoff))}},
+	}
+	for _, s := range subs {
+		if _, err := d.On(s.pattern, s.h, append(s.opts, dispatcher.WithName(s.name))...); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// notify is the notifier over a flapping channel.
+func (f *fleet) notify(_ context.Context, e dispatcher.Event, r RunFinished) error {
+	switch {
+	case e.ID%badAddressEvery == 7:
+		f.notifyFailed.Add(1)
+		return dispatcher.Permanent(fmt.Errorf("%w: %s's address on event %d", errBadAddress, r.Tenant, e.ID))
+	case e.ID%flapEvery == 0 && e.Attempt == 1:
+		f.notifyFailed.Add(1)
+		return fmt.Errorf("%w for %s (flapping)", errNotifierDown, r.Tenant)
+	}
+	f.notified.Add(1)
+	return nil
+}
+
+// runs are the concurrent part's payloads, each boxed once: an any that
+// holds a value cannot be changed, so emitting it again and again shares
+// it safely and copies nothing.
+var runs = func() []any {
+	out := make([]any, 0, 4)
+	for _, r := range []RunFinished{{"t1", 10}, {"t2", 20}, {"t3", 30}, {"t4", 40}} {
+		out = append(out, r)
+	}
+	return out
+}()
+
+// runEvent returns the i-th event of the concurrent part: keyed by tenant,
+// so each tenant's runs reach each handler in order.
+func runEvent(i int) dispatcher.Event {
+	p := runs[i%len(runs)]
+	return dispatcher.Event{Topic: "run.finished", Key: p.(RunFinished).Tenant, Payload: p}
+}
+
+// loadConfig is the concurrent part's flags.
+type loadConfig struct {
+	producers, workers int
+	duration           time.Duration
+	events             int // 0: no limit
+}
+
+func runConcurrent(cfg loadConfig, out io.Writer, tty bool) error {
 	ctx := context.Background()
-	d, err := dispatcher.New(dispatcher.WithWorkers(workers), dispatcher.WithCapacity(4096))
+	d, err := dispatcher.New(dispatcher.WithWorkers(cfg.workers), dispatcher.WithCapacity(4096))
 	if err != nil {
 		return err
 	}
-	var audited, triggered atomic.Int64
-	n := &notifier{down: map[string]bool{"t3": true}}
-	var notified, notifyFailed atomic.Int64
-	d.On("run.*", dispatcher.Handle(func(ctx context.Context, r RunFinished) error {
-		audited.Add(1)
-		return nil
-	}), dispatcher.WithName("audit"))
-	d.On("run.finished", dispatcher.Handle(func(ctx context.Context, r RunFinished) error {
-		triggered.Add(1)
-		return nil
-	}), dispatcher.WithName("trigger"))
-	d.On("run.finished", dispatcher.Handle(func(ctx context.Context, r RunFinished) error {
-		if n.down[r.Tenant] { // read-only in this mode
-			notifyFailed.Add(1)
-			return errNotifierDown
-		}
-		notified.Add(1)
-		return nil
-	}), dispatcher.WithName("notifier"))
-
+	var f fleet
+	if err := f.subscribe(d); err != nil {
+		return err
+	}
 	runErr := make(chan error, 1)
 	go func() { runErr <- d.Run(ctx) }()
 
-	runs := []RunFinished{{"t1", 10}, {"t2", 20}, {"t3", 30}, {"t4", 40}}
-	// Each value boxed once: an any that holds a value cannot be changed,
-	// so emitting it again and again shares it safely and copies nothing.
-	payloads := make([]any, len(runs))
-	for i, r := range runs {
-		payloads[i] = r
-	}
+	fmt.Fprintf(out, "%d producers, %d workers, for %v:\n", cfg.producers, cfg.workers, cfg.duration)
 	start := time.Now()
+	prog := startProgress(d, out, tty)
+	produce(ctx, d, cfg, start.Add(cfg.duration))
+	err = d.Shutdown(ctx)
+	if rerr := <-runErr; err == nil {
+		err = rerr
+	}
+	elapsed := time.Since(start)
+	prog.stop()
+	if err != nil {
+		return err
+	}
+
+	st := d.Stats()
+	fmt.Fprintf(out, "%d events in %v: %.0f events/s\n", st.Emitted, elapsed.Round(time.Millisecond), float64(st.Emitted)/elapsed.Seconds())
+	fmt.Fprintf(out, "audit=%d trigger=%d notifier sent=%d failed=%d retried=%d; dead letters=%d\n",
+		f.audited.Load(), f.triggered.Load(), f.notified.Load(), f.notifyFailed.Load(), st.Retried, st.DeadLetters)
+	for i, dl := range d.DeadLetters() {
+		if i == 3 {
+			fmt.Fprintf(out, "  ... and %d more\n", st.DeadLetters-i)
+			break
+		}
+		fmt.Fprintf(out, "  dead letter: event %d for %q after %d attempt(s): %v\n", dl.Event.ID, dl.Subscriber, dl.Attempts, dl.Err)
+	}
+	return nil
+}
+
+// produce emits runEvents from cfg.producers goroutines, each its share
+// of the indexes, until the deadline passes or cfg.events were emitted,
+// and returns when they all have stopped.
+func produce(ctx context.Context, d *dispatcher.Dispatcher, cfg loadConfig, deadline time.Time) {
 	var wg sync.WaitGroup
-	per := events / producers
-	for p := range producers {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for i := range per {
-				// Keyed by tenant: each tenant's runs reach each handler in order.
-				t := (p + i) % len(runs)
-				if err := d.EmitEvent(ctx, dispatcher.Event{Topic: "run.finished", Key: runs[t].Tenant, Payload: payloads[t]}); err != nil {
+	for p := range cfg.producers {
+		wg.Go(func() {
+			for i := p; cfg.events == 0 || i < cfg.events; i += cfg.producers {
+				if (i/cfg.producers)%256 == 0 && time.Now().After(deadline) {
+					return // the clock read once every 256 emits
+				}
+				if err := d.EmitEvent(ctx, runEvent(i)); err != nil {
 					log.Printf("emit: %v", err)
 					return
 				}
 			}
-		}()
+		})
 	}
 	wg.Wait()
-	if err := d.Shutdown(ctx); err != nil {
-		return err
-	}
-	if err := <-runErr; err != nil {
-		return err
-	}
-	elapsed := time.Since(start)
-	st := d.Stats()
-	fmt.Printf("%d producers, %d workers: %d events in %v: %.0f events/s\n",
-		producers, workers, st.Emitted, elapsed.Round(time.Millisecond), float64(st.Emitted)/elapsed.Seconds())
-	fmt.Printf("audit=%d trigger=%d notifier sent=%d failed=%d; dead letters kept=%d of %d (bounded)\n",
-		audited.Load(), triggered.Load(), notified.Load(), notifyFailed.Load(), st.DeadLetters, st.DeadLettered)
-	return nil
 }

@@ -1,0 +1,4 @@
+package natsbridge_test
+
+// crashChild is replaced below.
+func crashChild() bool { return false }

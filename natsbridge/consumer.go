@@ -434,6 +434,13 @@ func (c *Consumer) deliver(ctx context.Context, m jetstream.Msg) {
 	}
 	e := dispatcher.Event{Topic: f.topic, Key: m.Headers().Get(HeaderKey), Payload: payload}
 	err = c.d.EmitEvent(ctx, e, dispatcher.OnDone(func(err error) {
+		if err == nil {
+			// The common case settles here, on the goroutine that
+			// finished the event: an ack only queues a few bytes on
+			// the connection.
+			c.settle(outcome{f: f})
+			return
+		}
 		c.outcomes <- outcome{f: f, err: err}
 	}))
 	if err != nil {
@@ -477,7 +484,9 @@ func (c *Consumer) settleLoop() {
 }
 
 // settle ends one flight. Acks and naks are not waited for: a lost one
-// makes the stream redeliver the message (at-least-once).
+// makes the stream redeliver the message (at-least-once). Successes are
+// settled by OnDone itself, failures by settleLoop, because a dead letter
+// waits for the stream's ack.
 func (c *Consumer) settle(o outcome) {
 	f := o.f
 	switch {

@@ -109,11 +109,14 @@
 //
 // # Durability
 //
-// An acknowledged publish has been written by the server, and the
-// consumer's acknowledgements likewise, before the server answered: what
+// The embedded server (a single server, on its file store) writes a
+// message to its store files before it acknowledges the publish: what
 // was acknowledged survives the death of the process, kill -9 included
 // (TestCrashKill9 kills a producing and consuming process repeatedly and
-// checks it). By default the server does not fsync each write: it syncs
+// checks it). A consumer's position is written shortly after the server
+// processed the acknowledgements, so a process that dies in between
+// gets some acknowledged messages again after its restart: duplicates,
+// never a loss. By default the server does not fsync each write: it syncs
 // its store every SyncInterval (nats-server's default, two minutes), so a
 // machine crash (power loss, kernel panic) may lose what was acknowledged
 // since the last sync. To be stricter, set EmbeddedConfig.SyncAlways

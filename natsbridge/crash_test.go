@@ -4,9 +4,11 @@ import (
 	"bufio"
 	"context"
 	"fmt"
+	"maps"
 	"math/rand/v2"
 	"os"
 	"os/exec"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -107,14 +109,37 @@ type crashLog struct {
 	handled   map[int]bool
 }
 
+// record notes one line of a child; it reports the line's kind, or ""
+// for a line that is not "<kind> <n>".
+func (l *crashLog) record(line string) string {
+	kind, num, _ := strings.Cut(line, " ")
+	n, err := strconv.Atoi(num)
+	if err != nil {
+		return ""
+	}
+	switch kind {
+	case "P":
+		l.published[n] = true
+	case "H":
+		l.handled[n] = true
+	}
+	return kind
+}
+
 // unhandled returns the published orders not handled yet, sorted.
 func (l *crashLog) unhandled() []int {
+	return l.unhandledOf(slices.Collect(maps.Keys(l.published)))
+}
+
+// unhandledOf returns those of ns not handled yet, sorted.
+func (l *crashLog) unhandledOf(ns []int) []int {
 	var out []int
-	for n := range l.published {
+	for _, n := range ns {
 		if !l.handled[n] {
 			out = append(out, n)
 		}
 	}
+	slices.Sort(out)
 	return out
 }
 
@@ -195,27 +220,20 @@ func crashRound(t *testing.T, dir string, round int, log *crashLog) {
 	lines, after := 0, 1+rand.IntN(300)
 	sc := bufio.NewScanner(out)
 	for sc.Scan() {
-		kind, num, _ := strings.Cut(sc.Text(), " ")
-		n, err := strconv.Atoi(num)
-		if err != nil {
+		kind := log.record(sc.Text())
+		if kind == "" {
 			t.Fatalf("child said %q", sc.Text())
-		}
-		switch kind {
-		case "P":
-			log.published[n] = true
-		case "H":
-			log.handled[n] = true
 		}
 		lines++
 		if catchUp {
 			if kind != "C" {
 				continue
 			}
-			if !allHandled(log, backlog) {
+			if lost := log.unhandledOf(backlog); len(lost) > 0 {
 				cmd.Process.Kill()
 				cmd.Wait()
 				t.Fatalf("round %d: the consumer caught up after the restart, and these published orders were never handled: %v",
-					round, unhandledOf(log, backlog))
+					round, lost)
 			}
 			catchUp, lines = false, 0 // now count the random lines
 		}
@@ -228,15 +246,7 @@ func crashRound(t *testing.T, dir string, round int, log *crashLog) {
 	}
 	// Read what the child wrote before it died: it was said.
 	for sc.Scan() {
-		kind, num, _ := strings.Cut(sc.Text(), " ")
-		if n, err := strconv.Atoi(num); err == nil {
-			switch kind {
-			case "P":
-				log.published[n] = true
-			case "H":
-				log.handled[n] = true
-			}
-		}
+		log.record(sc.Text())
 	}
 	if err := cmd.Wait(); err == nil || !strings.Contains(err.Error(), "killed") {
 		t.Fatalf("child %d ended with %v, want killed (its stderr is above)", round, err)
@@ -258,23 +268,4 @@ func waitCaughtUp(ctx context.Context, b *natsbridge.Bridge, c *natsbridge.Consu
 		}
 		<-tick.C
 	}
-}
-
-func unhandledOf(log *crashLog, ns []int) []int {
-	var out []int
-	for _, n := range ns {
-		if !log.handled[n] {
-			out = append(out, n)
-		}
-	}
-	return out
-}
-
-func allHandled(log *crashLog, ns []int) bool {
-	for _, n := range ns {
-		if !log.handled[n] {
-			return false
-		}
-	}
-	return true
 }

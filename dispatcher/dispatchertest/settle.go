@@ -15,7 +15,8 @@ const firstStep = time.Millisecond
 
 // Settle processes what d holds on the caller's goroutine until nothing
 // is queued and nothing waits: it drains d (following cascades), and
-// while retries wait for their backoff, it moves synctest's fake clock on
+// while retries wait for their backoff or delayed events (After, At) for
+// their due time, it moves synctest's fake clock on
 // and drains again. It returns how many events it processed (a retry
 // counts as one, as in Drain) and the handler failures it dead-lettered,
 // joined as Drain joins them (errors.Is and errors.As reach each one).
@@ -58,7 +59,7 @@ func Settle(tb TB, d *dispatcher.Dispatcher) (int, error) {
 		case !waiting(st):
 			return total, errors.Join(failures...)
 		case !inBubble():
-			tb.Fatalf("dispatchertest: Settle: %d retries wait for their backoff: call Settle inside synctest.Test, so that it moves the fake clock", st.Retrying)
+			tb.Fatalf("dispatchertest: Settle: %d retries and %d delayed events wait for their time: call Settle inside synctest.Test, so that it moves the fake clock", st.Retrying, st.Scheduled)
 			return total, errors.Join(failures...)
 		}
 		if n > 0 {
@@ -70,10 +71,10 @@ func Settle(tb TB, d *dispatcher.Dispatcher) (int, error) {
 }
 
 // waiting reports whether d holds work that a Drain cannot take yet. It
-// is the one place that lists what Settle waits for: delayed events
-// (Stats.Scheduled) join here.
+// is the one place that lists what Settle waits for: retries and delayed
+// events.
 func waiting(st dispatcher.Stats) bool {
-	return st.Queued > 0 || st.Retrying > 0
+	return st.Queued > 0 || st.Retrying > 0 || st.Scheduled > 0
 }
 
 // stopped reports whether a Drain error says more than that handlers

@@ -67,6 +67,28 @@ func TestSettleRunsRetriesInFakeTime(t *testing.T) {
 	})
 }
 
+func TestSettleWaitsForDelayedEvents(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		d := dispatchertest.New(t)
+		var rec dispatchertest.Recorder
+		on(t, d, "reminder", rec.Handle)
+		start := time.Now()
+		err := d.EmitEvent(context.Background(), dispatcher.Event{Topic: "reminder"}, dispatcher.After(time.Hour))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n, err := dispatchertest.Settle(t, d); n != 1 || err != nil {
+			t.Errorf("Settle() = %d, %v, want 1, nil", n, err)
+		}
+		if rec.Len("reminder") != 1 || time.Since(start) < time.Hour {
+			t.Errorf("handled %d reminders after %v, want 1 after an hour at least", rec.Len("reminder"), time.Since(start))
+		}
+		if st := d.Stats(); st.Scheduled != 0 {
+			t.Errorf("Scheduled %d after Settle, want 0", st.Scheduled)
+		}
+	})
+}
+
 func TestSettleReturnsTheDeadLetteredFailures(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		d := dispatchertest.New(t, dispatcher.WithRetry(2, dispatcher.ConstantBackoff(time.Second)))

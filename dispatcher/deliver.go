@@ -78,7 +78,7 @@ func newProc(d *Dispatcher, parts int, worker bool) *proc {
 		worker:  worker,
 		parts:   parts,
 		buf:     make([]entry, popBatch),
-		jobs:    make([]job, 0, popBatch),
+		jobs:    make([]job, 0, maxBatch), // room for the keys' next jobs too (see runBatch)
 		scratch: make([]*subscriber, 0, 8),
 	}
 }

@@ -17,12 +17,14 @@ var errStopped = context.Canceled
 // (dropped if the dispatcher closed) and runBatch returns ErrClosed or
 // errStopped.
 //
-// Under Run (keyed true) every keyed job owns its key (see keyq). After
-// such a job, the next job of its key, if any, joins the end of this batch
-// with the key, so that the batch goes round its keys and no job waits
-// for more than one job of each other key; once the batch has grown to
-// maxBatch, it is handed on with the key to whichever worker takes first
-// instead, so that a worker with busy keys still comes back for new work.
+// Under Run (keyed true) the batch owns the key of every keyed job in it
+// (see keyq.AdmitRounds): its jobs come in rounds, one job of each key per
+// round, and the last job of each key is marked. After that one, the next
+// job of its key, if any (one that another take admitted meanwhile),
+// joins the end of this batch with the key, so that the batch goes on
+// round its keys; once the batch has grown to maxBatch, it is handed on
+// with the key to whichever worker takes first instead, so that a worker
+// with busy keys still comes back for new work.
 //
 // A handler that calls runtime.Goexit ends the goroutine in the middle of
 // this loop; the deferred unwind accounts for the call and hands back what
@@ -55,8 +57,8 @@ func (p *proc) runBatch(jobs []job, done <-chan struct{}, keyed bool) (n int, er
 		p.setHeld(len(jobs) - i - 1) // jobs[i] is in progress now
 		j := &jobs[i]
 		n++
-		if !p.process(j, keyed) || !keyed || j.ev.Key == "" {
-			continue // cut short, its key handed back; or no key to release
+		if !p.process(j, keyed) || !keyed || !j.last {
+			continue // cut short, its key handed back; or no key to release yet
 		}
 		next, ok := d.pend.keys.Release(j.ev.Key)
 		if !ok {
@@ -71,6 +73,7 @@ func (p *proc) runBatch(jobs []job, done <-chan struct{}, keyed bool) (n int, er
 		}
 		// Keep the key: its next job runs after the rest of this batch,
 		// so the other jobs here wait for one job of this key at most.
+		next.last = true // alone in the batch
 		jobs = append(jobs, next)
 	}
 	finished = true
@@ -98,10 +101,13 @@ func (p *proc) handBack(jobs []job, keyed, drop bool) {
 	d := p.d
 	back := jobs
 	if keyed {
-		// Every keyed job of a batch owns its key (a batch holds one job
-		// per key at most), and gives it up with its backlog. Under
-		// takeMu, so that no worker admits a later job of these keys
-		// between the abandon and the put-back (see Dispatcher.takeJobs).
+		// The batch owns the key of each of its keyed jobs: the first
+		// job of each key gives it up with its backlog (abandoning a key
+		// given up already does nothing), and putBack sorts what comes
+		// back by ID, the key's later jobs of this batch with the rest.
+		// Under takeMu, so that no worker
+		// admits a later job of these keys between the abandon and the
+		// put-back (see Dispatcher.takeJobs).
 		d.pend.takeMu.Lock()
 		defer d.pend.takeMu.Unlock()
 		back = make([]job, 0, len(jobs))
@@ -145,8 +151,10 @@ func (p *proc) unwind(jobs []job, i int, keyed bool) {
 	} else {
 		back = append(back, *cur) // not begun: hand it back as it is
 	}
-	if keyed && cur.ev.Key != "" && len(back) == 0 {
-		// Nothing of cur is left: release its key as after any job.
+	if keyed && cur.last && len(back) == 0 {
+		// Nothing of cur is left, and it was its key's last job in the
+		// batch: release its key as after any such job. (A later job of
+		// the key in jobs[i+1:] gives the key up in handBack.)
 		if next, ok := p.d.pend.keys.Release(cur.ev.Key); ok {
 			p.d.pend.handOn(next)
 		}

@@ -19,6 +19,7 @@
 package keyq
 
 import (
+	"slices"
 	"sync"
 	"sync/atomic"
 
@@ -32,10 +33,29 @@ import (
 // not be copied after first use; its methods are safe for concurrent use.
 type Queue[T any] struct {
 	mu    sync.Mutex
-	owned map[string]*fifo.Queue[T] // key -> backlog; present while owned
-	spare []*fifo.Queue[T]          // emptied backlogs, reused
-	n     atomic.Int64              // items in all backlogs
+	owned map[string]*backlog[T] // key -> backlog; present while owned
+	spare []*backlog[T]          // emptied backlogs, reused
+	n     atomic.Int64           // items in all backlogs
 	limit int64
+
+	// AdmitRounds's state and scratch, used under mu only: calls numbers
+	// the calls, so that a backlog tells whether this call acquired its
+	// key; rounds and counts order the kept items (see AdmitRounds), tmp
+	// holds them meanwhile and is cleared after each call.
+	calls  uint64
+	rounds []int32
+	logs   []*backlog[T] // the kept items' backlogs, nil for unkeyed ones
+	counts []int
+	tmp    []T
+}
+
+// backlog is the queue of an owned key's waiting items. call and runs
+// are AdmitRounds's: the call that acquired the key, and how many of the
+// key's items that call kept.
+type backlog[T any] struct {
+	fifo.Queue[T]
+	call uint64
+	runs int32
 }
 
 // New returns an empty Queue whose backlogs are Full at limit items. A
@@ -44,7 +64,7 @@ func New[T any](limit int) *Queue[T] {
 	if limit < 1 {
 		panic("keyq: limit below 1")
 	}
-	return &Queue[T]{owned: make(map[string]*fifo.Queue[T]), limit: int64(limit)}
+	return &Queue[T]{owned: make(map[string]*backlog[T]), limit: int64(limit)}
 }
 
 // Len returns the number of items waiting in backlogs.
@@ -91,14 +111,103 @@ func (q *Queue[T]) acquire(k string, v T) bool {
 		q.n.Add(1)
 		return false
 	}
-	var b *fifo.Queue[T]
+	q.own(k)
+	return true
+}
+
+// own makes k owned, with an empty backlog, and returns the backlog. q.mu
+// is held.
+func (q *Queue[T]) own(k string) *backlog[T] {
+	var b *backlog[T]
 	if n := len(q.spare); n > 0 {
 		b, q.spare = q.spare[n-1], q.spare[:n-1]
 	} else {
-		b = new(fifo.Queue[T])
+		b = new(backlog[T])
 	}
 	q.owned[k] = b
-	return true
+	return b
+}
+
+// AdmitRounds is Admit for a caller that processes what it keeps in order,
+// on one goroutine: the items of a key that this call makes the caller
+// own all stay in the result, instead of the first alone (the others would
+// wait in the backlog, to be taken out one Release at a time), and the
+// caller releases such a key once, after the last of them. The result is
+// in rounds: first every kept key's first item, in their original order,
+// then every kept key's second item, and so on, so that the items of one
+// key keep their order and a key with many items does not delay the first
+// item of another (as Release's backlog order would not). Items whose key
+// was owned already, by anyone, go to its backlog as with Admit. last is
+// called, under the lock, on each key's last kept item (with the item in
+// the result): the caller releases the key after that item, and only
+// then.
+func (q *Queue[T]) AdmitRounds(items []T, key func(*T) string, last func(*T)) []T {
+	kept := items[:0]
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	q.calls++
+	rounds, logs := q.rounds[:0], q.logs[:0]
+	top := int32(0) // the highest round
+	for i := range items {
+		k := key(&items[i])
+		r := int32(0)
+		var b *backlog[T]
+		if k != "" {
+			var ok bool
+			b, ok = q.owned[k]
+			switch {
+			case !ok:
+				b = q.own(k)
+				b.call, b.runs = q.calls, 1
+			case b.call == q.calls:
+				r = b.runs
+				b.runs++
+				top = max(top, r)
+			default:
+				b.Push(items[i])
+				q.n.Add(1)
+				continue
+			}
+		}
+		kept = append(kept, items[i])
+		rounds = append(rounds, r)
+		logs = append(logs, b)
+	}
+	clear(items[len(kept):])
+	for i, b := range logs {
+		if b != nil && b.runs == rounds[i]+1 {
+			last(&kept[i])
+		}
+	}
+	if top > 0 {
+		q.order(kept, rounds, int(top))
+	}
+	clear(logs)
+	q.rounds, q.logs = rounds[:0], logs[:0]
+	return kept
+}
+
+// order sorts kept by round (rounds[i] is kept[i]'s, top the highest),
+// keeping the original order within a round: a counting sort through
+// q.tmp. q.mu is held.
+func (q *Queue[T]) order(kept []T, rounds []int32, top int) {
+	counts := slices.Grow(q.counts[:0], top+1)[:top+1]
+	clear(counts)
+	for _, r := range rounds {
+		counts[r]++
+	}
+	at := 0 // counts[r] becomes where round r starts
+	for r, c := range counts {
+		counts[r] = at
+		at += c
+	}
+	tmp := append(q.tmp[:0], kept...)
+	for i := range tmp {
+		kept[counts[rounds[i]]] = tmp[i]
+		counts[rounds[i]]++
+	}
+	clear(tmp)
+	q.tmp, q.counts = tmp[:0], counts[:0]
 }
 
 // Release is called by the owner of k when it has finished an item of k.
@@ -152,7 +261,7 @@ const spareCap = 256
 
 // recycle keeps the empty backlog b for reuse, dropping storage that a
 // burst made large. q.mu is held.
-func (q *Queue[T]) recycle(b *fifo.Queue[T]) {
+func (q *Queue[T]) recycle(b *backlog[T]) {
 	if cap(b.Items()) > spareCap {
 		b.Reset()
 	}

@@ -1,0 +1,95 @@
+package keyq_test
+
+import (
+	"slices"
+	"testing"
+
+	"github.com/ringbus/ringbus/internal/keyq"
+)
+
+func TestAdmitRounds(t *testing.T) {
+	tests := []struct {
+		name        string
+		owned       []string // keys owned before the call under test
+		give        []string // keys of the admitted items, ids 0, 1, ...
+		want        []int    // ids of the kept items, in the order returned
+		wantLast    []int    // ids of the items last was called on, sorted
+		wantBacklog map[string][]int
+	}{
+		{name: "none"},
+		{
+			name: "distinct keys keep their order",
+			give: []string{"a", "", "b", "c"},
+			want: []int{0, 1, 2, 3}, wantLast: []int{0, 2, 3},
+		},
+		{
+			name: "a key's later items come in later rounds",
+			give: []string{"a", "a", "b", "a", "", "c", "b"},
+			// round 0: a0 b2 4 c5; round 1: a1 b6; round 2: a3
+			want: []int{0, 2, 4, 5, 1, 6, 3}, wantLast: []int{3, 5, 6},
+		},
+		{
+			name:  "a key owned before waits in its backlog",
+			owned: []string{"a"},
+			give:  []string{"a", "b", "a", "b"},
+			want:  []int{1, 3}, wantLast: []int{3},
+			wantBacklog: map[string][]int{"a": {0, 2}},
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			q := keyq.New[item](8)
+			if len(tt.owned) > 0 {
+				q.Admit(batch(100, tt.owned...), keyOf)
+			}
+			var last []int
+			give := batch(0, tt.give...)
+			got := q.AdmitRounds(give, keyOf, func(it *item) { last = append(last, it.id) })
+			if !slices.Equal(ids(got), tt.want) {
+				t.Errorf("AdmitRounds(%q) kept %v, want %v", tt.give, ids(got), tt.want)
+			}
+			slices.Sort(last)
+			if !slices.Equal(last, tt.wantLast) {
+				t.Errorf("AdmitRounds(%q) called last on %v, want %v", tt.give, last, tt.wantLast)
+			}
+			for i := len(got); i < len(give); i++ {
+				if give[i] != (item{}) {
+					t.Errorf("AdmitRounds(%q) left items[%d] = %+v, want the zero item", tt.give, i, give[i])
+				}
+			}
+			// Each kept key is owned once: one release frees it.
+			for _, it := range got {
+				if it.key != "" && slices.Contains(last, it.id) {
+					if next, ok := q.Release(it.key); ok {
+						t.Errorf("Release(%q) = item %d, want the key free", it.key, next.id)
+					}
+				}
+			}
+			for _, k := range tt.owned {
+				if got := drain(t, q, k); !slices.Equal(got, tt.wantBacklog[k]) {
+					t.Errorf("backlog of %q = %v, want %v", k, got, tt.wantBacklog[k])
+				}
+			}
+			wantState(t, q, 0, 0, false)
+		})
+	}
+}
+
+// TestAdmitRoundsThenAdmit: a key a call of AdmitRounds acquired is owned
+// for later calls, which queue its items behind it; the scratch of one
+// call does not leak into the next.
+func TestAdmitRoundsThenAdmit(t *testing.T) {
+	q := keyq.New[item](8)
+	noLast := func(*item) {}
+	if got := q.AdmitRounds(batch(0, "a", "a"), keyOf, noLast); !slices.Equal(ids(got), []int{0, 1}) {
+		t.Fatalf("first AdmitRounds kept %v, want [0 1]", ids(got))
+	}
+	if got := q.AdmitRounds(batch(10, "a", "b", "b"), keyOf, noLast); !slices.Equal(ids(got), []int{11, 12}) {
+		t.Errorf("second AdmitRounds kept %v, want [11 12]", ids(got))
+	}
+	if got := drain(t, q, "a"); !slices.Equal(got, []int{10}) {
+		t.Errorf("backlog of a = %v, want [10]", got)
+	}
+	drain(t, q, "b")
+	wantState(t, q, 0, 0, false)
+}

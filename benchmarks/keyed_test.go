@@ -156,19 +156,7 @@ func BenchmarkFanout(b *testing.B) {
 				continue
 			}
 			b.Run(fmt.Sprintf("subs=%d/impl=%s", subs, impl.name), func(b *testing.B) {
-				b.ReportAllocs()
-				t := newTally(int64(b.N) * int64(subs))
-				bs, err := impl.new(subs, t)
-				if err != nil {
-					b.Fatal(err)
-				}
-				b.ResetTimer()
-				publishAll(bs, 1, b.N)
-				t.wait()
-				b.StopTimer()
-				if err := bs.close(); err != nil {
-					b.Fatal(err)
-				}
+				benchDispatch(b, impl.new, subs, 1)
 				b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N)/float64(subs), "ns/delivery")
 			})
 		}

@@ -100,19 +100,7 @@ func benchKeyed(b *testing.B, start keyedStarter, producers int, keyed bool) {
 		}
 		return nil
 	})
-	b.ReportAllocs()
-	b.ResetTimer()
-	if err := produce(); err != nil {
-		b.StopTimer()
-		bus.stop(b)
-		b.Fatalf("emit: %v", err)
-	}
-	for handled.Load() < int64(b.N) {
-		runtime.Gosched()
-	}
-	b.StopTimer()
-	bus.stop(b)
-	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "events/s")
+	benchRun(b, bus.stop, produce, handled.Load, int64(b.N))
 }
 
 // BenchmarkHotKey measures whether a hot key holds up the others. One
@@ -182,16 +170,10 @@ func benchHotKey(b *testing.B, start keyedStarter, hot bool) {
 			p.emitted = time.Now()
 		}
 		if err := bus.emitKeyed(ctx, key, p); err != nil {
-			b.StopTimer()
-			bus.stop(b)
-			b.Fatalf("emit: %v", err)
+			benchFail(b, bus.stop, "emit", err)
 		}
 	}
-	for handled.Load() < int64(b.N) {
-		runtime.Gosched()
-	}
-	b.StopTimer()
-	bus.stop(b)
+	benchEnd(b, bus.stop, handled.Load, int64(b.N))
 	for m := max(measured-len(payloads), 0); m < measured; m++ {
 		hist.add(payloads[m%len(payloads)].latency)
 	}

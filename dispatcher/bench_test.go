@@ -230,20 +230,40 @@ func benchThroughput(b *testing.B, start benchStarter, producers, subs int) {
 		}
 		return nil
 	})
+	benchRun(b, bus.stop, produce, handled.Load, int64(b.N)*int64(subs))
+}
+
+// benchRun times produce (see benchProducers) and then waits until
+// handled reports want handler calls (at most a queue's worth of events is
+// left by then), stops the clock and the bus (stop), and reports
+// events/s.
+func benchRun(b *testing.B, stop func(*testing.B), produce func() error, handled func() int64, want int64) {
 	b.ReportAllocs()
 	b.ResetTimer()
 	if err := produce(); err != nil {
-		b.StopTimer()
-		bus.stop(b)
-		b.Fatalf("Emit: %v", err)
+		benchFail(b, stop, "emit", err)
 	}
-	// At most a queue's worth of events is left: wait for their handlers.
-	for handled.Load() < int64(b.N)*int64(subs) {
+	benchEnd(b, stop, handled, want)
+	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "events/s")
+}
+
+// benchEnd waits until handled reports want handler calls, then stops the
+// clock and the bus (stop).
+func benchEnd(b *testing.B, stop func(*testing.B), handled func() int64, want int64) {
+	for handled() < want {
 		runtime.Gosched()
 	}
 	b.StopTimer()
-	bus.stop(b)
-	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "events/s")
+	stop(b)
+}
+
+// benchFail stops the clock and the bus (stop) and fails b: what failed
+// with err.
+func benchFail(b *testing.B, stop func(*testing.B), what string, err error) {
+	b.Helper()
+	b.StopTimer()
+	stop(b)
+	b.Fatalf("%s: %v", what, err)
 }
 
 // benchProducers starts producers goroutines that wait for a gate, and

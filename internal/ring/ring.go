@@ -176,7 +176,10 @@ func New[T any](capacity int) *Ring[T] {
 // slot returns the slot of position pos.
 func (r *Ring[T]) slot(pos uint64) *slot[T] {
 	i := pos & r.mask
-	return &r.slots[(i&r.lineMask)<<r.perLine|i>>r.lines]
+	// The shift counts are below 64; masking them says so to the
+	// compiler, which otherwise adds the zeroing that Go's shifts by 64 or
+	// more need.
+	return &r.slots[(i&r.lineMask)<<(r.perLine&63)|i>>(r.lines&63)]
 }
 
 // Cap returns the number of values the ring holds when full.
@@ -316,7 +319,10 @@ func (r *Ring[T]) pop(dst []T, parts int) (int, uint64) {
 			n++
 		}
 		if n > 0 {
-			n = (n + uint64(parts) - 1) / uint64(parts)
+			if parts > 1 {
+				// Only shares pay for a division (a DIV instruction).
+				n = (n + uint64(parts) - 1) / uint64(parts)
+			}
 			// Claim positions [pos, pos+n). A ready slot stays ready until
 			// its consumer releases it, and only the CAS winner consumes
 			// it, so the slots we counted are still ready after the CAS.

@@ -1,6 +1,7 @@
 package keyq_test
 
 import (
+	"fmt"
 	"slices"
 	"testing"
 
@@ -92,4 +93,35 @@ func TestAdmitRoundsThenAdmit(t *testing.T) {
 	}
 	drain(t, q, "b")
 	wantState(t, q, 0, 0, false)
+}
+
+// TestIdleEntriesBounded: a released key keeps its entry for the next
+// time, up to IdleKeys of them; a stream of new keys does not grow the
+// table beyond that, and every key still works as a fresh one.
+func TestIdleEntriesBounded(t *testing.T) {
+	q := keyq.New[item](8)
+	for i := range 3 * keyq.IdleKeys {
+		k := fmt.Sprintf("k%d", i)
+		if got := q.Admit(batch(i, k, k), keyOf); !slices.Equal(ids(got), []int{i}) {
+			t.Fatalf("Admit(%q, %q) kept %v, want [%d]", k, k, ids(got), i)
+		}
+		if got := drain(t, q, k); !slices.Equal(got, []int{i + 1}) {
+			t.Fatalf("backlog of %q = %v, want [%d]", k, got, i+1)
+		}
+	}
+	wantState(t, q, 0, 0, false)
+	if n := keyq.Entries(q); n > keyq.IdleKeys {
+		t.Errorf("Entries() = %d after releasing every key, want at most %d", n, keyq.IdleKeys)
+	}
+	// An idle key is owned afresh, and its backlog starts empty.
+	if got := q.Admit(batch(0, "k0", "k0"), keyOf); !slices.Equal(ids(got), []int{0}) {
+		t.Errorf("Admit(k0, k0) kept %v, want [0]", ids(got))
+	}
+	if got := drain(t, q, "k0"); !slices.Equal(got, []int{1}) {
+		t.Errorf("backlog of k0 = %v, want [1]", got)
+	}
+	q.Reset(nil)
+	if n := keyq.Entries(q); n != 0 {
+		t.Errorf("Entries() = %d after Reset, want 0", n)
+	}
 }

@@ -90,6 +90,9 @@ func (d *Dispatcher) interrupted(done <-chan struct{}) error {
 	if d.state.Load() == stateClosed {
 		return ErrClosed
 	}
+	if done == nil {
+		return nil // a ctx that is never cancelled (context.Background)
+	}
 	select {
 	case <-done:
 		return errStopped

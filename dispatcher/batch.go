@@ -6,6 +6,12 @@ import "context"
 // before they are handed on (see runBatch).
 const maxBatch = 2 * popBatch
 
+// keyRun is how many next jobs of a key a batch takes from the key's
+// backlog at once (see runBatch): enough to pay the key table's lock once
+// for several jobs when a key is busy, few enough that a busy key delays
+// the other jobs of the batch by a few of its jobs only.
+const keyRun = 8
+
 // errStopped is what interrupted reports for a consumer's ctx; the caller
 // turns it into the ctx's own error.
 var errStopped = context.Canceled
@@ -20,11 +26,11 @@ var errStopped = context.Canceled
 // Under Run (keyed true) the batch owns the key of every keyed job in it
 // (see keyq.AdmitRounds): its jobs come in rounds, one job of each key per
 // round, and the last job of each key is marked. After that one, the next
-// job of its key, if any (one that another take admitted meanwhile),
-// joins the end of this batch with the key, so that the batch goes on
-// round its keys; once the batch has grown to maxBatch, it is handed on
-// with the key to whichever worker takes first instead, so that a worker
-// with busy keys still comes back for new work.
+// jobs of its key, if any (ones that other takes admitted meanwhile), up
+// to keyRun of them, join the end of this batch with the key, so that the
+// batch goes on round its keys; once the batch has grown to maxBatch, the
+// next job is handed on with the key to whichever worker takes first
+// instead, so that a worker with busy keys still comes back for new work.
 //
 // A handler that calls runtime.Goexit ends the goroutine in the middle of
 // this loop; the deferred unwind accounts for the call and hands back what
@@ -64,21 +70,22 @@ func (p *proc) runBatch(jobs []job, done <-chan struct{}, keyed bool) (n int, er
 		if !p.process(j, keyed) || !keyed || !j.last {
 			continue // cut short, its key handed back; or no key to release yet
 		}
-		next, ok := d.pend.keys.Release(j.ev.Key)
-		if !ok {
-			continue
-		}
 		if len(jobs) >= maxBatch {
 			// The batch has grown long: the key goes on with its next job
 			// to whichever worker takes first.
-			d.pend.handOn(next)
-			d.notify()
+			if next, ok := d.pend.keys.Release(j.ev.Key); ok {
+				d.pend.handOn(next)
+				d.notify()
+			}
 			continue
 		}
-		// Keep the key: its next job runs after the rest of this batch,
-		// so the other jobs here wait for one job of this key at most.
-		next.last = true // alone in the batch
-		jobs = append(jobs, next)
+		// Keep the key: up to keyRun of its next jobs run after the rest
+		// of this batch, so the other jobs here wait for keyRun jobs of
+		// this key at most, and the key is released once for them all.
+		var ok bool
+		if jobs, ok = d.pend.keys.ReleaseN(j.ev.Key, jobs, min(keyRun, maxBatch-len(jobs))); ok {
+			jobs[len(jobs)-1].last = true
+		}
 	}
 	finished = true
 	return n, err

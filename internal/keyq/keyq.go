@@ -263,6 +263,31 @@ func (q *Queue[T]) Release(k string) (next T, ok bool) {
 	return next, false
 }
 
+// ReleaseN is Release for up to n items: the owner of k, having finished
+// an item of k, takes up to n (n >= 1) of k's oldest backlogged items,
+// appended to dst, and keeps k if there was any (it must process them in
+// order, or hand on the first with the ownership and give the others
+// back by Abandon); otherwise k becomes free and ReleaseN returns dst and
+// false. One lock and one lookup serve n items.
+func (q *Queue[T]) ReleaseN(k string, dst []T, n int) ([]T, bool) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	b := q.keys[k]
+	if b == nil || !b.owned {
+		panic("keyq: Release of a key that is not owned: " + k)
+	}
+	m := min(n, b.Len())
+	if m == 0 {
+		q.disown(k, b)
+		return dst, false
+	}
+	for range m {
+		dst = append(dst, b.Pop())
+	}
+	q.n.Add(int64(-m))
+	return dst, true
+}
+
 // Abandon gives up the ownership of k without processing the rest of its
 // backlog: it appends the backlog to dst, oldest first, frees k and
 // returns dst. A consumer that stops with items it cannot process uses it

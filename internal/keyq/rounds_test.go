@@ -125,3 +125,35 @@ func TestIdleEntriesBounded(t *testing.T) {
 		t.Errorf("Entries() = %d after Reset, want 0", n)
 	}
 }
+
+// TestReleaseN: the owner takes up to n backlogged items at once, oldest
+// first, keeps the key while there were any, and frees it when there are
+// none.
+func TestReleaseN(t *testing.T) {
+	q := keyq.New[item](8)
+	q.Admit(batch(0, "a", "a", "a", "a", "b"), keyOf)
+	steps := []struct {
+		n       int
+		want    []int
+		wantOK  bool
+		wantLen int
+	}{
+		{n: 2, want: []int{1, 2}, wantOK: true, wantLen: 1},
+		{n: 2, want: []int{3}, wantOK: true, wantLen: 0},
+		{n: 2, want: nil, wantOK: false, wantLen: 0},
+	}
+	for i, s := range steps {
+		got, ok := q.ReleaseN("a", nil, s.n)
+		if !slices.Equal(ids(got), s.want) || ok != s.wantOK {
+			t.Errorf("step %d: ReleaseN(a, %d) = %v, %t, want %v, %t", i, s.n, ids(got), ok, s.want, s.wantOK)
+		}
+		if q.Len() != s.wantLen {
+			t.Errorf("step %d: Len() = %d, want %d", i, q.Len(), s.wantLen)
+		}
+	}
+	wantState(t, q, 0, 1, false) // b is still owned
+	wantReleasePanic(t, q, "a")
+	if _, ok := q.Release("b"); ok {
+		t.Errorf("Release(b) found an item, want none")
+	}
+}

@@ -313,12 +313,14 @@ func (r *Ring[T]) pop(dst []T, parts int) (int, uint64) {
 	spins, fails := 0, 0
 	pos := r.head.Load()
 	for {
-		// Count the ready slots from pos on: ready means seq == p+1.
-		var n uint64
-		for n < limit && r.slot(pos+n).seq.Load() == pos+n+1 {
-			n++
-		}
-		if n > 0 {
+		s := r.slot(pos)
+		seq := s.seq.Load()
+		if seq == pos+1 {
+			// Count the ready slots from pos on: ready means seq == p+1.
+			n := uint64(1)
+			for n < limit && r.slot(pos+n).seq.Load() == pos+n+1 {
+				n++
+			}
 			if parts > 1 {
 				// Only shares pay for a division (a DIV instruction).
 				n = (n + uint64(parts) - 1) / uint64(parts)
@@ -333,17 +335,19 @@ func (r *Ring[T]) pop(dst []T, parts int) (int, uint64) {
 				continue
 			}
 			var zero T
-			for i := uint64(0); i < n; i++ {
-				s := r.slot(pos + i)
+			dst = dst[:n]
+			for i := range dst {
+				if i > 0 {
+					s = r.slot(pos + uint64(i))
+				}
 				dst[i] = s.val
 				s.val = zero
 				// Hand the slot to the producer of the next lap, with
 				// the value cleared.
-				atomicx.StoreRelease(&s.seq, pos+i+r.mask+1)
+				atomicx.StoreRelease(&s.seq, pos+uint64(i)+r.mask+1)
 			}
 			return int(n), pos
 		}
-		seq := r.slot(pos).seq.Load()
 		if seq > pos+1 {
 			// Another consumer took pos already; catch up.
 			pos = r.head.Load()

@@ -46,17 +46,10 @@ func (p *proc) runBatch(jobs []job, done <-chan struct{}, keyed bool) (n int, er
 		}
 		p.setHeld(0)
 		p.flush()
-		// Keep no payload reachable. Element by element (a range over
-		// the length, which the compiler does not turn into a bulk
-		// clear): the usual batch is short, and a bulk clear of memory
-		// with pointers pays a fixed cost for its write barrier.
-		for i := range len(jobs) {
-			jobs[i] = job{}
-		}
+		// Keep no payload reachable.
+		clearJobs(jobs)
 		if &taken[0] != &jobs[0] {
-			for i := range len(taken) {
-				taken[i] = job{}
-			}
+			clearJobs(taken)
 		}
 	}()
 	for ; i < len(jobs); i++ {
@@ -89,6 +82,20 @@ func (p *proc) runBatch(jobs []job, done <-chan struct{}, keyed bool) (n int, er
 	}
 	finished = true
 	return n, err
+}
+
+// clearJobs zeroes jobs. A bulk clear of memory with pointers pays a fixed
+// cost for its write barrier, which a short batch (a Drain of one event)
+// does not amortize: short ones are cleared element by element (a range
+// over the length, which the compiler does not turn into a bulk clear).
+func clearJobs(jobs []job) {
+	if len(jobs) > 8 {
+		clear(jobs)
+		return
+	}
+	for i := range len(jobs) {
+		jobs[i] = job{}
+	}
 }
 
 // interrupted reports why a consumer must stop between two jobs: Close

@@ -84,8 +84,8 @@
 // runs its own events of a key in rounds, one event of each key per round,
 // and when the owner is done with a key, up to 8 of its next events join
 // the end of the owner's batch, so a worker goes round the keys it holds
-// and a busy key delays each other event of its batch by at most 8 of its
-// own (a batch that grows long hands its keys on to the other workers
+// instead of running all of a busy key's events before the other keys'
+// (a batch that grows long hands its keys on to the other workers
 // instead). Events without a
 // key are spread over all workers, concurrently and in any order. For each
 // event, the handlers still run one after the other, in subscription order.

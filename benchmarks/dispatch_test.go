@@ -98,23 +98,28 @@ func BenchmarkDispatch(b *testing.B) {
 		for _, producers := range []int{1, 4} {
 			for _, impl := range busImpls {
 				name := fmt.Sprintf("subs=%d/producers=%d/impl=%s", subs, producers, impl.name)
-				b.Run(name, func(b *testing.B) {
-					b.ReportAllocs()
-					t := newTally(int64(b.N) * int64(subs))
-					bs, err := impl.new(subs, t)
-					if err != nil {
-						b.Fatal(err)
-					}
-					b.ResetTimer()
-					publishAll(bs, producers, b.N)
-					t.wait()
-					b.StopTimer()
-					if err := bs.close(); err != nil {
-						b.Fatal(err)
-					}
-				})
+				b.Run(name, func(b *testing.B) { benchDispatch(b, impl.new, subs, producers) })
 			}
 		}
+	}
+}
+
+// benchDispatch publishes b.N events from producers goroutines through the
+// bus newBus makes with subs handlers, and stops the clock when every
+// handler call ran.
+func benchDispatch(b *testing.B, newBus func(subs int, t *tally) (bus, error), subs, producers int) {
+	b.ReportAllocs()
+	t := newTally(int64(b.N) * int64(subs))
+	bs, err := newBus(subs, t)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.ResetTimer()
+	publishAll(bs, producers, b.N)
+	t.wait()
+	b.StopTimer()
+	if err := bs.close(); err != nil {
+		b.Fatal(err)
 	}
 }
 

@@ -6,6 +6,12 @@ import "context"
 // before they are handed on (see runBatch).
 const maxBatch = 2 * popBatch
 
+// keyRun is how many next jobs of a key a batch takes from the key's
+// backlog at once (see runBatch): enough to pay the key table's lock once
+// for several jobs when a key is busy, few enough that a busy key delays
+// the other jobs of the batch by a few of its jobs only.
+const keyRun = 8
+
 // errStopped is what interrupted reports for a consumer's ctx; the caller
 // turns it into the ctx's own error.
 var errStopped = context.Canceled
@@ -17,11 +23,13 @@ var errStopped = context.Canceled
 // (dropped if the dispatcher closed) and runBatch returns ErrClosed or
 // errStopped.
 //
-// Under Run (keyed true) every keyed job owns its key (see keyq). After
-// such a job, the next job of its key, if any, joins the end of this batch
-// with the key, so that the batch goes round its keys and no job waits
-// for more than one job of each other key; once the batch has grown to
-// maxBatch, it is handed on with the key to whichever worker takes first
+// Under Run (keyed true) the batch owns the key of every keyed job in it
+// (see keyq.AdmitRounds): its jobs come in rounds, one job of each key per
+// round, and the last job of each key is marked. After that one, the next
+// jobs of its key, if any (ones that other takes admitted meanwhile), up
+// to keyRun of them, join the end of this batch with the key, so that the
+// batch goes on round its keys; once the batch has grown to maxBatch, the
+// next job is handed on with the key to whichever worker takes first
 // instead, so that a worker with busy keys still comes back for new work.
 //
 // A handler that calls runtime.Goexit ends the goroutine in the middle of
@@ -38,13 +46,10 @@ func (p *proc) runBatch(jobs []job, done <-chan struct{}, keyed bool) (n int, er
 		}
 		p.setHeld(0)
 		p.flush()
-		for i := range jobs {
-			jobs[i] = job{} // keep no payload reachable
-		}
+		// Keep no payload reachable.
+		clearJobs(jobs)
 		if &taken[0] != &jobs[0] {
-			for i := range taken {
-				taken[i] = job{}
-			}
+			clearJobs(taken)
 		}
 	}()
 	for ; i < len(jobs); i++ {
@@ -55,26 +60,42 @@ func (p *proc) runBatch(jobs []job, done <-chan struct{}, keyed bool) (n int, er
 		p.setHeld(len(jobs) - i - 1) // jobs[i] is in progress now
 		j := &jobs[i]
 		n++
-		if !p.process(j, keyed) || !keyed || j.ev.Key == "" {
-			continue // cut short, its key handed back; or no key to release
-		}
-		next, ok := d.pend.keys.Release(j.ev.Key)
-		if !ok {
-			continue
+		if !p.process(j, keyed) || !keyed || !j.last {
+			continue // cut short, its key handed back; or no key to release yet
 		}
 		if len(jobs) >= maxBatch {
 			// The batch has grown long: the key goes on with its next job
 			// to whichever worker takes first.
-			d.pend.handOn(next)
-			d.notify()
+			if next, ok := d.pend.keys.Release(j.ev.Key); ok {
+				d.pend.handOn(next)
+				d.notify()
+			}
 			continue
 		}
-		// Keep the key: its next job runs after the rest of this batch,
-		// so the other jobs here wait for one job of this key at most.
-		jobs = append(jobs, next)
+		// Keep the key: up to keyRun of its next jobs run after the rest
+		// of this batch, so the other jobs here wait for keyRun jobs of
+		// this key at most, and the key is released once for them all.
+		var ok bool
+		if jobs, ok = d.pend.keys.ReleaseN(j.ev.Key, jobs, min(keyRun, maxBatch-len(jobs))); ok {
+			jobs[len(jobs)-1].last = true
+		}
 	}
 	finished = true
 	return n, err
+}
+
+// clearJobs zeroes jobs. A bulk clear of memory with pointers pays a fixed
+// cost for its write barrier, which a short batch (a Drain of one event)
+// does not amortize: short ones are cleared element by element (a range
+// over the length, which the compiler does not turn into a bulk clear).
+func clearJobs(jobs []job) {
+	if len(jobs) > 8 {
+		clear(jobs)
+		return
+	}
+	for i := range len(jobs) {
+		jobs[i] = job{}
+	}
 }
 
 // interrupted reports why a consumer must stop between two jobs: Close
@@ -82,6 +103,9 @@ func (p *proc) runBatch(jobs []job, done <-chan struct{}, keyed bool) (n int, er
 func (d *Dispatcher) interrupted(done <-chan struct{}) error {
 	if d.state.Load() == stateClosed {
 		return ErrClosed
+	}
+	if done == nil {
+		return nil // a ctx that is never cancelled (context.Background)
 	}
 	select {
 	case <-done:
@@ -98,10 +122,13 @@ func (p *proc) handBack(jobs []job, keyed, drop bool) {
 	d := p.d
 	back := jobs
 	if keyed {
-		// Every keyed job of a batch owns its key (a batch holds one job
-		// per key at most), and gives it up with its backlog. Under
-		// takeMu, so that no worker admits a later job of these keys
-		// between the abandon and the put-back (see Dispatcher.takeJobs).
+		// The batch owns the key of each of its keyed jobs: the first
+		// job of each key gives it up with its backlog (abandoning a key
+		// given up already does nothing), and putBack sorts what comes
+		// back by ID, the key's later jobs of this batch with the rest.
+		// Under takeMu, so that no worker
+		// admits a later job of these keys between the abandon and the
+		// put-back (see Dispatcher.takeJobs).
 		d.pend.takeMu.Lock()
 		defer d.pend.takeMu.Unlock()
 		back = make([]job, 0, len(jobs))
@@ -147,8 +174,10 @@ func (p *proc) unwind(jobs []job, i int, keyed bool) {
 	} else {
 		back = append(back, *cur) // not begun: hand it back as it is
 	}
-	if keyed && cur.ev.Key != "" && len(back) == 0 {
-		// Nothing of cur is left: release its key as after any job.
+	if keyed && cur.last && len(back) == 0 {
+		// Nothing of cur is left, and it was its key's last job in the
+		// batch: release its key as after any such job. (A later job of
+		// the key in jobs[i+1:] gives the key up in handBack.)
 		if next, ok := p.d.pend.keys.Release(cur.ev.Key); ok {
 			p.d.pend.handOn(next)
 		}

@@ -205,22 +205,72 @@ func BenchmarkThroughput(b *testing.B) {
 	for _, producers := range []int{1, 4} {
 		for _, impl := range benchImpls {
 			b.Run(fmt.Sprintf("producers=%d/impl=%s", producers, impl.name), func(b *testing.B) {
-				benchThroughput(b, impl.start, producers)
+				benchThroughput(b, impl.start, producers, 1)
 			})
 		}
 	}
 }
 
-func benchThroughput(b *testing.B, start benchStarter, producers int) {
+// benchThroughput runs b.N events from producers through start's bus with
+// subs subscribers, and stops the clock when every handler call ran.
+func benchThroughput(b *testing.B, start benchStarter, producers, subs int) {
 	ctx := context.Background()
 	p := new(benchPayload)
 	var handled shardcount.Counter // one atomic per handler call, not shared: see the package
 	bus := start(b, func(context.Context, dispatcher.Event) error {
 		handled.Add()
 		return nil
-	})
+	}, subs)
 
-	// The producers wait for go, so that starting them is not timed.
+	produce := benchProducers(b, producers, func(_, n int) error {
+		for range n {
+			if err := bus.Emit(ctx, benchTopic, p); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	benchRun(b, bus.stop, produce, handled.Load, int64(b.N)*int64(subs))
+}
+
+// benchRun times produce (see benchProducers) and then waits until
+// handled reports want handler calls (at most a queue's worth of events is
+// left by then), stops the clock and the bus (stop), and reports
+// events/s.
+func benchRun(b *testing.B, stop func(*testing.B), produce func() error, handled func() int64, want int64) {
+	b.ReportAllocs()
+	b.ResetTimer()
+	if err := produce(); err != nil {
+		benchFail(b, stop, "emit", err)
+	}
+	benchEnd(b, stop, handled, want)
+	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "events/s")
+}
+
+// benchEnd waits until handled reports want handler calls, then stops the
+// clock and the bus (stop).
+func benchEnd(b *testing.B, stop func(*testing.B), handled func() int64, want int64) {
+	for handled() < want {
+		runtime.Gosched()
+	}
+	b.StopTimer()
+	stop(b)
+}
+
+// benchFail stops the clock and the bus (stop) and fails b: what failed
+// with err.
+func benchFail(b *testing.B, stop func(*testing.B), what string, err error) {
+	b.Helper()
+	b.StopTimer()
+	stop(b)
+	b.Fatalf("%s: %v", what, err)
+}
+
+// benchProducers starts producers goroutines that wait for a gate, and
+// returns the function that opens it and joins them: it returns when every
+// producer returned, with the first error of one. Producer i calls
+// emit(i, n) once, n its share of b.N; the shares add up to b.N.
+func benchProducers(b *testing.B, producers int, emit func(i, n int) error) func() error {
 	var wg sync.WaitGroup
 	gate := make(chan struct{})
 	errc := make(chan error, producers)
@@ -231,32 +281,21 @@ func benchThroughput(b *testing.B, start benchStarter, producers int) {
 		}
 		wg.Go(func() {
 			<-gate
-			for range share {
-				if err := bus.Emit(ctx, benchTopic, p); err != nil {
-					errc <- err
-					return
-				}
+			if err := emit(i, share); err != nil {
+				errc <- err
 			}
 		})
 	}
-	b.ReportAllocs()
-	b.ResetTimer()
-	close(gate)
-	wg.Wait()
-	select {
-	case err := <-errc:
-		b.StopTimer()
-		bus.stop(b)
-		b.Fatalf("Emit: %v", err)
-	default:
+	return func() error {
+		close(gate)
+		wg.Wait()
+		select {
+		case err := <-errc:
+			return err
+		default:
+			return nil
+		}
 	}
-	// At most a queue's worth of events is left: wait for their handlers.
-	for handled.Load() < int64(b.N) {
-		runtime.Gosched()
-	}
-	b.StopTimer()
-	bus.stop(b)
-	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "events/s")
 }
 
 // BenchmarkLatency measures the time from just before an Emit to the start
@@ -313,7 +352,7 @@ func benchLatency(b *testing.B, start benchStarter, load string) {
 			ran <- struct{}{}
 		}
 		return nil
-	})
+	}, 1)
 	payloads := make([]benchPayload, min(b.N, pool))
 	var hist benchHist
 
@@ -361,8 +400,9 @@ type benchBus interface {
 }
 
 // benchStarter starts an implementation with two workers, a queue of 1024
-// that blocks emitters when full, and h subscribed to benchTopic.
-type benchStarter func(b *testing.B, h dispatcher.Handler) benchBus
+// that blocks emitters when full, and h subscribed subs times to
+// benchTopic.
+type benchStarter func(b *testing.B, h dispatcher.Handler, subs int) benchBus
 
 var benchImpls = []struct {
 	name  string
@@ -378,9 +418,15 @@ type benchRunning struct {
 	errc chan error // Run's result
 }
 
-func startBenchRunning(b *testing.B, h dispatcher.Handler) benchBus {
+func startBenchRunning(b *testing.B, h dispatcher.Handler, subs int) benchBus {
+	return startBenchDispatcher(b, h, subs)
+}
+
+func startBenchDispatcher(b *testing.B, h dispatcher.Handler, subs int) *benchRunning {
 	d := newDispatcher(b, dispatcher.WithWorkers(2), dispatcher.WithCapacity(1024))
-	subscribe(b, d, benchTopic, h)
+	for range subs {
+		subscribe(b, d, benchTopic, h)
+	}
 	r := &benchRunning{Dispatcher: d, errc: make(chan error, 1)}
 	go func() { r.errc <- d.Run(context.Background()) }()
 	return r
@@ -419,9 +465,11 @@ func newBenchChanBus(capacity int) *benchChanBus {
 	return &benchChanBus{ch: make(chan benchMsg, capacity), handlers: make(map[string][]dispatcher.Handler)}
 }
 
-func startBenchChanBus(_ *testing.B, h dispatcher.Handler) benchBus {
+func startBenchChanBus(_ *testing.B, h dispatcher.Handler, subs int) benchBus {
 	c := newBenchChanBus(1024)
-	c.on(benchTopic, h)
+	for range subs {
+		c.on(benchTopic, h)
+	}
 	ctx := context.Background()
 	for range 2 {
 		c.wg.Go(func() {

@@ -58,9 +58,10 @@ type proc struct {
 
 	// The deterministic consumer only: the ctx handlers derive from, its
 	// derived handler ctx, and the failures dead-lettered during the call.
-	parent  context.Context
-	collect bool
-	errs    []error
+	parent           context.Context
+	parentComparable bool // parent can be compared with == (see bind)
+	collect          bool
+	errs             []error
 }
 
 // counters are one consumer's event counters. A proc is allocated on its
@@ -84,7 +85,7 @@ func newProc(d *Dispatcher, parts int, worker bool) *proc {
 		worker:  worker,
 		parts:   parts,
 		buf:     make([]entry, popBatch),
-		jobs:    make([]job, 0, popBatch),
+		jobs:    make([]job, 0, maxBatch), // room for the keys' next jobs too (see runBatch)
 		scratch: make([]*subscriber, 0, 8),
 	}
 }
@@ -110,15 +111,22 @@ func (p *proc) flush() {
 // marked as a handler's. A Drain loop passes the same ctx again and again,
 // so the derived ctx of the last parent is kept and reused.
 func (p *proc) bind(ctx context.Context) {
-	if p.parent == nil || !sameContext(p.parent, ctx) {
-		p.parent, p.ctx = ctx, context.WithValue(ctx, handlerKey{}, p.d)
+	if p.parentComparable && p.parent == ctx {
+		return
 	}
+	p.parent, p.ctx = ctx, context.WithValue(ctx, handlerKey{}, p.d)
+	p.parentComparable = selfComparable(ctx, ctx)
 }
 
-// sameContext reports whether a and b are the same ctx. Comparing two
-// interfaces panics when they hold the same uncomparable type (a struct
-// with a map field, say); such contexts are taken as different.
-func sameContext(a, b context.Context) (same bool) {
+// selfComparable reports whether a == b, called with the same ctx twice,
+// runs without a panic. Comparing two interfaces panics when they hold the
+// same uncomparable type (a struct with a map field, say), also inside a
+// comparable one (an interface field holding a map). When a ctx compares
+// with itself, every interface inside it holds a comparable type, so
+// comparing it with any other ctx cannot panic either: bind compares the
+// last parent with the next only then, without a deferred recover on the
+// path of every Drain.
+func selfComparable(a, b context.Context) (ok bool) {
 	defer func() { _ = recover() }()
 	return a == b
 }

@@ -101,11 +101,13 @@
 // Under Run, events with the same non-empty Key (EmitEvent) reach each
 // subscriber in emit order and one at a time: the worker that takes a
 // keyed event owns its key while it processes it, and events of the key
-// that other workers take meanwhile wait in the key's backlog. When the
-// owner is done, the key's next event joins the end of the owner's batch,
-// so a worker goes round the keys it holds and a busy key delays the other
-// events of its batch by one of its events at most (a batch that grows
-// long hands its keys on to the other workers instead). Events without a
+// that other workers take meanwhile wait in the key's backlog. A batch
+// runs its own events of a key in rounds, one event of each key per round,
+// and when the owner is done with a key, up to 8 of its next events join
+// the end of the owner's batch, so a worker goes round the keys it holds
+// instead of running all of a busy key's events before the other keys'
+// (a batch that grows long hands its keys on to the other workers
+// instead). Events without a
 // key are spread over all workers, concurrently and in any order. For each
 // event, the handlers still run one after the other, in subscription order.
 //

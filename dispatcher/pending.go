@@ -30,12 +30,14 @@ type entry struct {
 // job is one unit of work: an event to fan out to every matching
 // subscriber (sub == nil), or a retry or redelivery for one subscriber.
 // owns marks a keyed job handed from one worker to another together with
-// the ownership of its key (see keyq): it must not be admitted again.
+// the ownership of its key (see keyq): it must not be admitted again. last
+// marks, under Run, the job after which its consumer releases its key.
 type job struct {
 	ev   Event
 	sub  *subscriber
 	tr   *tracker // the event's OnDone tracker, or nil; the job holds one reference
 	owns bool
+	last bool
 }
 
 // pending holds every piece of work that is accepted and not finished, in
@@ -155,7 +157,7 @@ func (p *pending) retry(j job, due time.Time) bool {
 // next consumer. It never fails: there is at most one such job per owned
 // key, and they are bounded by the key backlogs they come from.
 func (p *pending) handOn(j job) {
-	j.owns = true
+	j.owns, j.last = true, true
 	p.mu.Lock()
 	p.ready.Push(j)
 	p.updateLocked()
@@ -171,7 +173,7 @@ func (p *pending) putBack(jobs []job) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	for _, j := range jobs {
-		j.owns = false // whoever takes it admits it again
+		j.owns, j.last = false, false // whoever takes it admits it again
 		p.carry.Push(j)
 	}
 	// Stable: one event's shares for several subscribers keep their order.
@@ -356,16 +358,19 @@ func (e *entry) fill(j *job, pos uint64) {
 }
 
 // admit admits the keyed jobs of jobs to the key table and returns the ones
-// the caller may process now. Jobs handed on with their key's ownership
-// are kept as they are.
+// the caller may process now, in keyq.AdmitRounds's order, each key's
+// last one marked. Jobs handed on with their key's ownership are kept as
+// they are (handOn marked them).
 func (p *pending) admit(jobs []job) []job {
 	for i := range jobs {
 		if jobs[i].ev.Key != "" {
-			return p.keys.Admit(jobs, (*job).admitKey)
+			return p.keys.AdmitRounds(jobs, (*job).admitKey, (*job).markLast)
 		}
 	}
 	return jobs
 }
+
+func (j *job) markLast() { j.last = true }
 
 // admitKey is the key under which keyq admits j: none for a job that
 // already owns its key.

@@ -11,14 +11,19 @@
 // time in admission order, while items of other keys are not held up.
 //
 // Invariants, under Queue.mu:
-//   - a key is in owned exactly while one goroutine (or one hand-off in
-//     flight between goroutines) owns it;
-//   - owned[k] holds the items of k admitted while k was owned and not yet
-//     returned by Release or Abandon, oldest first;
-//   - n is the sum of the backlogs' lengths.
+//   - keys[k].owned is true exactly while one goroutine (or one hand-off
+//     in flight between goroutines) owns k; a key that is not owned may
+//     keep its entry (idle), so that owning it again costs no map insert
+//     and no delete: at most idleKeys entries are idle;
+//   - keys[k] holds the items of k admitted while k was owned and not yet
+//     returned by Release or Abandon, oldest first; an idle entry holds
+//     none;
+//   - n is the sum of the backlogs' lengths, nOwned the owned entries,
+//     idle the others.
 package keyq
 
 import (
+	"slices"
 	"sync"
 	"sync/atomic"
 
@@ -31,12 +36,40 @@ import (
 // itself never refuses an item: the caller already holds it). A Queue must
 // not be copied after first use; its methods are safe for concurrent use.
 type Queue[T any] struct {
-	mu    sync.Mutex
-	owned map[string]*fifo.Queue[T] // key -> backlog; present while owned
-	spare []*fifo.Queue[T]          // emptied backlogs, reused
-	n     atomic.Int64              // items in all backlogs
-	limit int64
+	mu     sync.Mutex
+	keys   map[string]*backlog[T] // key -> backlog: owned keys, and idle ones
+	spare  []*backlog[T]          // backlogs without a key, reused
+	nOwned int
+	idle   int
+	n      atomic.Int64 // items in all backlogs
+	limit  int64
+
+	// AdmitRounds's state and scratch, used under mu only: calls numbers
+	// the calls, so that a backlog tells whether this call acquired its
+	// key; rounds and counts order the kept items (see AdmitRounds), tmp
+	// holds them meanwhile and is cleared after each call.
+	calls  uint64
+	rounds []int32
+	logs   []*backlog[T] // the kept items' backlogs, nil for unkeyed ones
+	counts []int
+	tmp    []T
 }
+
+// backlog is the entry of a key: whether it is owned, and the queue of
+// its waiting items. call and runs are AdmitRounds's: the call that
+// acquired the key, and how many of the key's items that call kept.
+type backlog[T any] struct {
+	fifo.Queue[T]
+	owned bool
+	call  uint64
+	runs  int32
+}
+
+// idleKeys bounds the entries kept for keys that are not owned: enough
+// for a working set of keys to be owned and released again and again
+// without a map insert and delete each time, and no more, so that a
+// stream of ever new keys does not grow the table.
+const idleKeys = 1024
 
 // New returns an empty Queue whose backlogs are Full at limit items. A
 // limit below 1 is a programming error and panics.
@@ -44,7 +77,7 @@ func New[T any](limit int) *Queue[T] {
 	if limit < 1 {
 		panic("keyq: limit below 1")
 	}
-	return &Queue[T]{owned: make(map[string]*fifo.Queue[T]), limit: int64(limit)}
+	return &Queue[T]{keys: make(map[string]*backlog[T]), limit: int64(limit)}
 }
 
 // Len returns the number of items waiting in backlogs.
@@ -57,7 +90,7 @@ func (q *Queue[T]) Full() bool { return q.n.Load() >= q.limit }
 func (q *Queue[T]) Owned() int {
 	q.mu.Lock()
 	defer q.mu.Unlock()
-	return len(q.owned)
+	return q.nOwned
 }
 
 // Admit admits items in order. An item whose key (as key reports it) is
@@ -86,19 +119,128 @@ func (q *Queue[T]) Admit(items []T, key func(*T) string) []T {
 // acquire makes the caller the owner of k and reports true, or queues v in
 // k's backlog and reports false. q.mu is held.
 func (q *Queue[T]) acquire(k string, v T) bool {
-	if b, ok := q.owned[k]; ok {
+	b, ok := q.keys[k]
+	if ok && b.owned {
 		b.Push(v)
 		q.n.Add(1)
 		return false
 	}
-	var b *fifo.Queue[T]
-	if n := len(q.spare); n > 0 {
-		b, q.spare = q.spare[n-1], q.spare[:n-1]
-	} else {
-		b = new(fifo.Queue[T])
-	}
-	q.owned[k] = b
+	q.own(k, b)
 	return true
+}
+
+// own makes k, which is not owned, owned, and returns its entry: b, the
+// idle entry of k, or a new one if b is nil. q.mu is held.
+func (q *Queue[T]) own(k string, b *backlog[T]) *backlog[T] {
+	if b != nil {
+		q.idle--
+	} else if n := len(q.spare); n > 0 {
+		b, q.spare = q.spare[n-1], q.spare[:n-1]
+		q.keys[k] = b
+	} else {
+		b = new(backlog[T])
+		q.keys[k] = b
+	}
+	b.owned = true
+	q.nOwned++
+	return b
+}
+
+// disown makes k, owned with the empty backlog b, not owned: its entry
+// stays, idle, while fewer than idleKeys are. q.mu is held.
+func (q *Queue[T]) disown(k string, b *backlog[T]) {
+	b.owned = false
+	q.nOwned--
+	if cap(b.Items()) > spareCap {
+		b.Reset() // a burst must not pin its backlog's storage
+	}
+	if q.idle < idleKeys {
+		q.idle++
+		return
+	}
+	delete(q.keys, k)
+	q.spare = append(q.spare, b)
+}
+
+// AdmitRounds is Admit for a caller that processes what it keeps in order,
+// on one goroutine: the items of a key that this call makes the caller
+// own all stay in the result, instead of the first alone (the others would
+// wait in the backlog, to be taken out one Release at a time), and the
+// caller releases such a key once, after the last of them. The result is
+// in rounds: first every kept key's first item, in their original order,
+// then every kept key's second item, and so on, so that the items of one
+// key keep their order and a key with many items does not delay the first
+// item of another (as Release's backlog order would not). Items whose key
+// was owned already, by anyone, go to its backlog as with Admit. last is
+// called, under the lock, on each key's last kept item (with the item in
+// the result): the caller releases the key after that item, and only
+// then.
+func (q *Queue[T]) AdmitRounds(items []T, key func(*T) string, last func(*T)) []T {
+	kept := items[:0]
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	q.calls++
+	rounds, logs := q.rounds[:0], q.logs[:0]
+	top := int32(0) // the highest round
+	for i := range items {
+		k := key(&items[i])
+		r := int32(0)
+		var b *backlog[T]
+		if k != "" {
+			b = q.keys[k]
+			switch {
+			case b == nil || !b.owned:
+				b = q.own(k, b)
+				b.call, b.runs = q.calls, 1
+			case b.call == q.calls:
+				r = b.runs
+				b.runs++
+				top = max(top, r)
+			default:
+				b.Push(items[i])
+				q.n.Add(1)
+				continue
+			}
+		}
+		kept = append(kept, items[i])
+		rounds = append(rounds, r)
+		logs = append(logs, b)
+	}
+	clear(items[len(kept):])
+	for i, b := range logs {
+		if b != nil && b.runs == rounds[i]+1 {
+			last(&kept[i])
+		}
+	}
+	if top > 0 {
+		q.order(kept, rounds, int(top))
+	}
+	clear(logs)
+	q.rounds, q.logs = rounds[:0], logs[:0]
+	return kept
+}
+
+// order sorts kept by round (rounds[i] is kept[i]'s, top the highest),
+// keeping the original order within a round: a counting sort through
+// q.tmp. q.mu is held.
+func (q *Queue[T]) order(kept []T, rounds []int32, top int) {
+	counts := slices.Grow(q.counts[:0], top+1)[:top+1]
+	clear(counts)
+	for _, r := range rounds {
+		counts[r]++
+	}
+	at := 0 // counts[r] becomes where round r starts
+	for r, c := range counts {
+		counts[r] = at
+		at += c
+	}
+	tmp := append(q.tmp[:0], kept...)
+	for i := range tmp {
+		kept[counts[rounds[i]]] = tmp[i]
+		counts[rounds[i]]++
+	}
+	clear(tmp)
+	q.tmp, q.counts = tmp[:0], counts[:0]
 }
 
 // Release is called by the owner of k when it has finished an item of k.
@@ -109,17 +251,41 @@ func (q *Queue[T]) acquire(k string, v T) bool {
 func (q *Queue[T]) Release(k string) (next T, ok bool) {
 	q.mu.Lock()
 	defer q.mu.Unlock()
-	b := q.owned[k]
-	if b == nil {
+	b := q.keys[k]
+	if b == nil || !b.owned {
 		panic("keyq: Release of a key that is not owned: " + k)
 	}
 	if b.Len() > 0 {
 		q.n.Add(-1)
 		return b.Pop(), true
 	}
-	delete(q.owned, k)
-	q.recycle(b)
+	q.disown(k, b)
 	return next, false
+}
+
+// ReleaseN is Release for up to n items: the owner of k, having finished
+// an item of k, takes up to n (n >= 1) of k's oldest backlogged items,
+// appended to dst, and keeps k if there was any (it must process them in
+// order, or hand on the first with the ownership and give the others
+// back by Abandon); otherwise k becomes free and ReleaseN returns dst and
+// false. One lock and one lookup serve n items.
+func (q *Queue[T]) ReleaseN(k string, dst []T, n int) ([]T, bool) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	b := q.keys[k]
+	if b == nil || !b.owned {
+		panic("keyq: Release of a key that is not owned: " + k)
+	}
+	m := min(n, b.Len())
+	if m == 0 {
+		q.disown(k, b)
+		return dst, false
+	}
+	for range m {
+		dst = append(dst, b.Pop())
+	}
+	q.n.Add(int64(-m))
+	return dst, true
 }
 
 // Abandon gives up the ownership of k without processing the rest of its
@@ -134,30 +300,20 @@ func (q *Queue[T]) Abandon(k string, dst []T) []T {
 }
 
 func (q *Queue[T]) abandon(k string, dst []T) []T {
-	b, ok := q.owned[k]
-	if !ok {
+	b := q.keys[k]
+	if b == nil || !b.owned {
 		return dst
 	}
 	q.n.Add(int64(-b.Len()))
 	dst = append(dst, b.Items()...)
 	b.Reset()
-	delete(q.owned, k)
-	q.recycle(b)
+	q.disown(k, b)
 	return dst
 }
 
 // spareCap is the largest backlog storage kept for reuse: a burst on one
 // key must not pin its backlog's slice for the Queue's life.
 const spareCap = 256
-
-// recycle keeps the empty backlog b for reuse, dropping storage that a
-// burst made large. q.mu is held.
-func (q *Queue[T]) recycle(b *fifo.Queue[T]) {
-	if cap(b.Items()) > spareCap {
-		b.Reset()
-	}
-	q.spare = append(q.spare, b)
-}
 
 // TakeBacklogs removes every backlogged item, appending them to dst (the
 // backlogs one after the other, each oldest first), and returns dst. The
@@ -167,7 +323,7 @@ func (q *Queue[T]) recycle(b *fifo.Queue[T]) {
 func (q *Queue[T]) TakeBacklogs(dst []T) []T {
 	q.mu.Lock()
 	defer q.mu.Unlock()
-	for _, b := range q.owned {
+	for _, b := range q.keys {
 		q.n.Add(int64(-b.Len()))
 		dst = append(dst, b.Items()...)
 		b.Reset()
@@ -181,9 +337,10 @@ func (q *Queue[T]) TakeBacklogs(dst []T) []T {
 func (q *Queue[T]) Reset(dst []T) []T {
 	q.mu.Lock()
 	defer q.mu.Unlock()
-	for k := range q.owned {
+	for k := range q.keys {
 		dst = q.abandon(k, dst)
 	}
-	q.spare = nil
+	clear(q.keys)
+	q.spare, q.idle = nil, 0
 	return dst
 }

@@ -176,7 +176,10 @@ func New[T any](capacity int) *Ring[T] {
 // slot returns the slot of position pos.
 func (r *Ring[T]) slot(pos uint64) *slot[T] {
 	i := pos & r.mask
-	return &r.slots[(i&r.lineMask)<<r.perLine|i>>r.lines]
+	// The shift counts are below 64; masking them says so to the
+	// compiler, which otherwise adds the zeroing that Go's shifts by 64 or
+	// more need.
+	return &r.slots[(i&r.lineMask)<<(r.perLine&63)|i>>(r.lines&63)]
 }
 
 // Cap returns the number of values the ring holds when full.
@@ -315,13 +318,18 @@ func (r *Ring[T]) pop(dst []T, parts int) (int, uint64) {
 	spins, fails := 0, 0
 	pos := r.head.Load()
 	for {
-		// Count the ready slots from pos on: ready means seq == p+1.
-		var n uint64
-		for n < limit && r.slot(pos+n).seq.Load() == pos+n+1 {
-			n++
-		}
-		if n > 0 {
-			n = (n + uint64(parts) - 1) / uint64(parts)
+		s := r.slot(pos)
+		seq := s.seq.Load()
+		if seq == pos+1 {
+			// Count the ready slots from pos on: ready means seq == p+1.
+			n := uint64(1)
+			for n < limit && r.slot(pos+n).seq.Load() == pos+n+1 {
+				n++
+			}
+			if parts > 1 {
+				// Only shares pay for a division (a DIV instruction).
+				n = (n + uint64(parts) - 1) / uint64(parts)
+			}
 			// Claim positions [pos, pos+n). A ready slot stays ready until
 			// its consumer releases it, and only the CAS winner consumes
 			// it, so the slots we counted are still ready after the CAS.
@@ -332,17 +340,19 @@ func (r *Ring[T]) pop(dst []T, parts int) (int, uint64) {
 				continue
 			}
 			var zero T
-			for i := uint64(0); i < n; i++ {
-				s := r.slot(pos + i)
+			dst = dst[:n]
+			for i := range dst {
+				if i > 0 {
+					s = r.slot(pos + uint64(i))
+				}
 				dst[i] = s.val
 				s.val = zero
 				// Hand the slot to the producer of the next lap, with
 				// the value cleared.
-				atomicx.StoreRelease(&s.seq, pos+i+r.mask+1)
+				atomicx.StoreRelease(&s.seq, pos+uint64(i)+r.mask+1)
 			}
 			return int(n), pos
 		}
-		seq := r.slot(pos).seq.Load()
 		if seq > pos+1 {
 			// Another consumer took pos already; catch up.
 			pos = r.head.Load()

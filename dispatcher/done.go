@@ -52,6 +52,8 @@ type tracker struct {
 	mu   sync.Mutex
 	errs []error
 	done func(err error)
+
+	carried any // WithPropagator's value for the event, or nil (see carry)
 }
 
 func newTracker(done func(error)) *tracker {
@@ -109,6 +111,7 @@ func (t *tracker) drop() {
 // told.
 func (d *Dispatcher) dropJobs(jobs []job) {
 	d.dropped.Add(uint64(len(jobs)))
+	d.observeDropJobs(jobs)
 	for i := range jobs {
 		jobs[i].tr.drop()
 	}

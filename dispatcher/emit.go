@@ -51,6 +51,9 @@ func (d *Dispatcher) emit(ctx context.Context, e entry) error {
 			return ErrClosed
 		}
 	}
+	if d.cfg.obs != nil && d.cfg.obs.prop != nil {
+		d.carry(ctx, &e)
+	}
 	// Fast path: nobody waits for room, and there is room. Emitters that
 	// find others waiting queue behind them instead (see room).
 	if d.room.waiters.Load() == 0 && d.ring.TryPush(e) {
@@ -77,11 +80,13 @@ func (d *Dispatcher) emitSlow(ctx context.Context, e entry) error {
 			return ErrFull
 		case DropNewest:
 			d.dropped.Add(1)
+			d.observeDrop(ctx, nil, Drop{Event: Event{Topic: e.topic, Key: e.key, Payload: e.payload}, Reason: DroppedNewest})
 			return ErrDropped
 		case DropOldest:
 			var buf [1]entry
-			if n, _ := r.TryPopN(buf[:]); n == 1 {
+			if n, pos := r.TryPopN(buf[:]); n == 1 {
 				d.dropped.Add(1)
+				d.observeDropEntry(&buf[0], pos, DroppedOldest)
 				buf[0].tr.drop()
 			}
 			if r.TryPush(e) {

@@ -57,6 +57,7 @@ type config struct {
 	overflow        OverflowPolicy
 	deadLetterLimit int
 	policy          policy // every subscription's, unless On overrides it
+	obs             *observer // WithLogger, WithObserver, WithHandlerTiming, WithPropagator; nil: none (see observe.go)
 }
 
 // policy is how a subscription's handler calls are made and failed calls

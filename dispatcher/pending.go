@@ -351,8 +351,9 @@ func (j *job) admitKey() string {
 func (p *pending) clear(d *Dispatcher) {
 	var buf [64]entry
 	for p.ring.Len() > 0 {
-		k, _ := p.ring.TryPopN(buf[:])
+		k, first := p.ring.TryPopN(buf[:])
 		for i := range buf[:k] {
+			d.observeDropEntry(&buf[i], first+uint64(i), DroppedClosed)
 			buf[i].tr.drop()
 		}
 		clear(buf[:k])

@@ -212,7 +212,12 @@ func BenchmarkThroughput(b *testing.B) {
 }
 
 func benchThroughput(b *testing.B, start benchStarter, producers int) {
-	ctx := context.Background()
+	benchThroughputCtx(b, context.Background(), start, producers)
+}
+
+// benchThroughputCtx is benchThroughput with the producers emitting with
+// ctx.
+func benchThroughputCtx(b *testing.B, ctx context.Context, start benchStarter, producers int) {
 	p := new(benchPayload)
 	var handled shardcount.Counter // one atomic per handler call, not shared: see the package
 	bus := start(b, func(context.Context, dispatcher.Event) error {
@@ -379,11 +384,19 @@ type benchRunning struct {
 }
 
 func startBenchRunning(b *testing.B, h dispatcher.Handler) benchBus {
-	d := newDispatcher(b, dispatcher.WithWorkers(2), dispatcher.WithCapacity(1024))
-	subscribe(b, d, benchTopic, h)
-	r := &benchRunning{Dispatcher: d, errc: make(chan error, 1)}
-	go func() { r.errc <- d.Run(context.Background()) }()
-	return r
+	return startBenchRunningWith()(b, h)
+}
+
+// startBenchRunningWith starts a dispatcher as startBenchRunning does,
+// with opts too.
+func startBenchRunningWith(opts ...dispatcher.Option) benchStarter {
+	return func(b *testing.B, h dispatcher.Handler) benchBus {
+		d := newDispatcher(b, append([]dispatcher.Option{dispatcher.WithWorkers(2), dispatcher.WithCapacity(1024)}, opts...)...)
+		subscribe(b, d, benchTopic, h)
+		r := &benchRunning{Dispatcher: d, errc: make(chan error, 1)}
+		go func() { r.errc <- d.Run(context.Background()) }()
+		return r
+	}
 }
 
 func (r *benchRunning) stop(b *testing.B) {

@@ -217,7 +217,6 @@ func TestNoPropagatorNoValue(t *testing.T) {
 	}
 }
 
-
 // TestPropagatorReachesObserver: the Observer's functions and the
 // logger's lines get a ctx with the event's propagated values.
 func TestPropagatorReachesObserver(t *testing.T) {

@@ -20,12 +20,12 @@ type subscriber struct {
 	backoff  func(attempt int) time.Duration
 	timeout  time.Duration // each call's deadline (WithTimeout); 0: none
 	active   atomic.Bool   // cleared by Unsubscribe
+	hist     []histShard   // WithHandlerTiming's, one shard per consumer (proc.idx); else nil
 
 	// Written by every consumer: away from the fields above, which every
 	// call reads (see subCounters).
-	_    [cacheLinePad]byte
-	c    subCounters
-	hist []histShard // WithHandlerTiming's, one shard per consumer (proc.idx); else nil
+	_ [cacheLinePad]byte
+	c subCounters
 }
 
 // subIndex answers "which subscribers match this topic". It is immutable:

@@ -176,7 +176,7 @@ func (p *proc) cutShort(j *job, subs []*subscriber, keyed bool) {
 			// The cut call's subscriber left meanwhile: its share is
 			// dropped, as a retry for a subscriber that left is.
 			p.d.dropped.Add(1)
-			p.d.observeDrop(nil, j.tr.carriedValue(), Drop{Event: j.ev, Subscriber: s.name, Reason: DroppedUnsubscribed})
+			p.d.observeDrop(j.tr.carriedValue(), Drop{Event: j.ev, Subscriber: s.name, Reason: DroppedUnsubscribed})
 			j.tr.fail(errEventDropped)
 		}
 	}
@@ -307,7 +307,7 @@ func (p *proc) fail(s *subscriber, ev *Event, tr *tracker, err error) {
 	dl := DeadLetter{Event: *ev, Err: err, Subscriber: s.name, Attempts: ev.Attempt, sub: s, carried: tr.carriedValue()}
 	if old, evicted := d.dead.add(dl); evicted {
 		d.dropped.Add(1) // the oldest dead letter was evicted
-		d.observeDrop(nil, old.carried, Drop{Event: old.Event, Subscriber: old.Subscriber, Reason: DroppedDeadLetterLimit})
+		d.observeDrop(old.carried, Drop{Event: old.Event, Subscriber: old.Subscriber, Reason: DroppedDeadLetterLimit})
 	}
 	d.observeFailure(p, s, ev, tr, err, &dl)
 	if p.collect || tr != nil {

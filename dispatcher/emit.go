@@ -80,7 +80,7 @@ func (d *Dispatcher) emitSlow(ctx context.Context, e entry) error {
 			return ErrFull
 		case DropNewest:
 			d.dropped.Add(1)
-			d.observeDrop(ctx, nil, Drop{Event: Event{Topic: e.topic, Key: e.key, Payload: e.payload}, Reason: DroppedNewest})
+			d.observeRefused(ctx, &e)
 			return ErrDropped
 		case DropOldest:
 			var buf [1]entry

@@ -268,17 +268,20 @@ func (d *Dispatcher) observeFailure(p *proc, s *subscriber, ev *Event, tr *track
 	}
 }
 
-// observeDrop reports one drop. ctx is the emitter's (DroppedNewest) or
-// nil: then a background ctx with carried's values.
-func (d *Dispatcher) observeDrop(ctx context.Context, carried any, dr Drop) {
-	ob := d.cfg.obs
-	if ob == nil || ob.hooks.Dropped == nil {
-		return
+// observeDrop reports one drop, with a background ctx holding carried's
+// values.
+func (d *Dispatcher) observeDrop(carried any, dr Drop) {
+	if ob := d.cfg.obs; ob != nil && ob.hooks.Dropped != nil {
+		ob.hooks.Dropped(d.injectCarried(context.Background(), carried), dr)
 	}
-	if ctx == nil {
-		ctx = d.injectCarried(context.Background(), carried)
+}
+
+// observeRefused reports the drop of an event DropNewest refused, with
+// its emitter's ctx.
+func (d *Dispatcher) observeRefused(ctx context.Context, e *entry) {
+	if ob := d.cfg.obs; ob != nil && ob.hooks.Dropped != nil {
+		ob.hooks.Dropped(ctx, Drop{Event: Event{Topic: e.topic, Key: e.key, Payload: e.payload}, Reason: DroppedNewest})
 	}
-	ob.hooks.Dropped(ctx, dr)
 }
 
 // observeDropEntry reports the drop of a queued event, which was at ring
@@ -287,7 +290,7 @@ func (d *Dispatcher) observeDropEntry(e *entry, pos uint64, reason DropReason) {
 	if d.cfg.obs == nil {
 		return
 	}
-	d.observeDrop(nil, e.tr.carriedValue(), Drop{
+	d.observeDrop(e.tr.carriedValue(), Drop{
 		Event:  Event{ID: pos + 1, Topic: e.topic, Key: e.key, Payload: e.payload},
 		Reason: reason,
 	})
@@ -308,7 +311,7 @@ func (d *Dispatcher) observeDropJobs(jobs []job) {
 				dr.Reason = DroppedUnsubscribed
 			}
 		}
-		d.observeDrop(nil, j.tr.carriedValue(), dr)
+		d.observeDrop(j.tr.carriedValue(), dr)
 	}
 }
 

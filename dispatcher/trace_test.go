@@ -186,7 +186,7 @@ func TestPropagatorKeepsNoEmitterCtx(t *testing.T) {
 }
 
 // heavy is what the emitter's ctx holds besides the trace ID.
-type heavy struct{ buf [4096]byte }
+type heavy [4096]byte
 
 type heavyKey struct{}
 

@@ -107,7 +107,7 @@ func int64Points(t *testing.T, m metricdata.Metrics, key attribute.Key) map[stri
 		k := ""
 		if key != "" {
 			v, _ := p.Attributes.Value(key)
-			k = v.Emit()
+			k = v.String()
 		}
 		out[k] = p.Value
 	}
@@ -270,7 +270,7 @@ func TestSpans(t *testing.T) {
 		"ringbus.key":                "o-1",
 		"bus":                        "test",
 	} {
-		if got := attrOf(p, key).Emit(); got != want {
+		if got := attrOf(p, key).String(); got != want {
 			t.Errorf("handler span attribute %s = %q, want %q", key, got, want)
 		}
 	}

@@ -214,7 +214,12 @@ func BenchmarkThroughput(b *testing.B) {
 // benchThroughput runs b.N events from producers through start's bus with
 // subs subscribers, and stops the clock when every handler call ran.
 func benchThroughput(b *testing.B, start benchStarter, producers, subs int) {
-	ctx := context.Background()
+	benchThroughputCtx(b, context.Background(), start, producers, subs)
+}
+
+// benchThroughputCtx is benchThroughput with the producers emitting with
+// ctx.
+func benchThroughputCtx(b *testing.B, ctx context.Context, start benchStarter, producers, subs int) {
 	p := new(benchPayload)
 	var handled shardcount.Counter // one atomic per handler call, not shared: see the package
 	bus := start(b, func(context.Context, dispatcher.Event) error {
@@ -422,14 +427,22 @@ func startBenchRunning(b *testing.B, h dispatcher.Handler, subs int) benchBus {
 	return startBenchDispatcher(b, h, subs)
 }
 
-func startBenchDispatcher(b *testing.B, h dispatcher.Handler, subs int) *benchRunning {
-	d := newDispatcher(b, dispatcher.WithWorkers(2), dispatcher.WithCapacity(1024))
+func startBenchDispatcher(b *testing.B, h dispatcher.Handler, subs int, opts ...dispatcher.Option) *benchRunning {
+	d := newDispatcher(b, append([]dispatcher.Option{dispatcher.WithWorkers(2), dispatcher.WithCapacity(1024)}, opts...)...)
 	for range subs {
 		subscribe(b, d, benchTopic, h)
 	}
 	r := &benchRunning{Dispatcher: d, errc: make(chan error, 1)}
 	go func() { r.errc <- d.Run(context.Background()) }()
 	return r
+}
+
+// startBenchRunningWith starts a dispatcher as startBenchRunning does,
+// with opts too.
+func startBenchRunningWith(opts ...dispatcher.Option) benchStarter {
+	return func(b *testing.B, h dispatcher.Handler, subs int) benchBus {
+		return startBenchDispatcher(b, h, subs, opts...)
+	}
 }
 
 func (r *benchRunning) stop(b *testing.B) {

@@ -16,8 +16,9 @@ type DeadLetter struct {
 	Subscriber string // the name of the subscription that failed
 	Attempts   int    // handler calls made for this pair
 
-	sub *subscriber
-	seq uint64 // its identity in the dispatcher's list (see deadLetters)
+	sub     *subscriber
+	seq     uint64 // its identity in the dispatcher's list (see deadLetters)
+	carried any    // WithPropagator's value for the event, or nil
 }
 
 // DeadLetters returns a copy of the dead letters, oldest first.
@@ -90,7 +91,7 @@ func (d *Dispatcher) redeliverIf(ctx context.Context, match func(DeadLetter) boo
 		if !dl.sub.active.Load() {
 			return false
 		}
-		j := job{ev: dl.Event, sub: dl.sub} // no tracker: OnDone was told when it was dead-lettered
+		j := job{ev: dl.Event, sub: dl.sub, tr: carriedTracker(dl.carried)} // no OnDone: it was told when it was dead-lettered
 		j.ev.Attempt = 1
 		d.ledger.spawn(j.ev.ID, 1) // before it is visible
 		if d.pend.retry(j, zeroTime) {
@@ -138,19 +139,19 @@ type deadLetters struct {
 	n     atomic.Int32 // list.Len(), for Stats without the lock
 }
 
-// add appends dl and reports whether the oldest was evicted to make room.
-func (l *deadLetters) add(dl DeadLetter) (evicted bool) {
+// add appends dl and returns the oldest, if it was evicted to make room.
+func (l *deadLetters) add(dl DeadLetter) (old DeadLetter, evicted bool) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if l.list.Len() >= l.limit {
-		l.list.Pop()
+		old = l.list.Pop()
 		evicted = true
 	}
 	l.seq++
 	dl.seq = l.seq
 	l.list.Push(dl)
 	l.n.Store(int32(l.list.Len()))
-	return evicted
+	return old, evicted
 }
 
 func (l *deadLetters) len() int { return int(l.n.Load()) }

@@ -80,6 +80,7 @@ func (d *Dispatcher) reserve(ctx context.Context, e entry) error {
 			return fmt.Errorf("%w: as many delayed events wait as the capacity allows", ErrFull)
 		case DropNewest:
 			d.dropped.Add(1)
+			d.observeRefused(ctx, &e)
 			return ErrDropped
 		case DropOldest:
 			d.cancelFirstScheduled()
@@ -233,20 +234,27 @@ func (d *Dispatcher) cancelFirstScheduled() {
 	if t == nil {
 		return // every reserved place is taken by an emit still pushing: look again
 	}
-	var id uint64
+	var j job
 	inHeap := t.hidx >= 0
 	if inHeap {
-		j := heap.Remove(&p.waiting, t.hidx).(retryItem).job
-		id = j.ev.ID
+		j = heap.Remove(&p.waiting, t.hidx).(retryItem).job
 		p.updateLocked()
 	}
 	p.mu.Unlock()
+	p.unreserve()
+	d.dropped.Add(1)
 	if inHeap {
 		// A consumer took the job out of the ring and counted it in
 		// Flush's ledger; nobody will come across it again.
-		d.ledger.spawn(id, -1)
-	}
-	p.unreserve()
-	d.dropped.Add(1)
+		d.ledger.spawn(j.ev.ID, -1)
+		d.observeDrop(t.carriedValue(), Drop{Event: j.ev, Reason: DroppedOldest})
+	} // else observed when it is come across (see observeZombie)
 	t.drop()
+}
+
+// observeZombie reports the drop of a delayed event that DropOldest
+// cancelled while it was in the ring (see cancelFirstScheduled), once its
+// job is come across: it was counted then.
+func (d *Dispatcher) observeZombie(j *job) {
+	d.observeDrop(j.tr.carriedValue(), Drop{Event: j.ev, Reason: DroppedOldest})
 }

@@ -49,6 +49,8 @@ type proc struct {
 	lastSubs  []*subscriber
 
 	delivered uint64 // successful calls not yet added to c.delivered
+	tally     tally  // the same, per subscriber (see countDelivered)
+	idx       int    // 0 for the deterministic consumer, 1+i for workers[i]
 
 	// Flush's ledger entries not yet published (see ledger): how many
 	// jobs p ended with IDs up to ledgerB, and the IDs of those above.
@@ -104,6 +106,7 @@ func (p *proc) flush() {
 	if p.delivered > 0 {
 		p.c.delivered.Add(p.delivered)
 		p.delivered = 0
+		p.flushTally()
 	}
 }
 
@@ -139,6 +142,7 @@ func selfComparable(a, b context.Context) (ok bool) {
 func (p *proc) process(j *job, keyed bool) bool {
 	if j.tr.zombie() {
 		p.ended(j.ev.ID) // DropOldest discarded it while it was in the ring
+		p.d.observeZombie(j)
 		return true
 	}
 	if s := j.sub; s != nil {
@@ -148,6 +152,7 @@ func (p *proc) process(j *job, keyed bool) bool {
 		}
 		if j.ev.Attempt > 1 {
 			p.c.retried.Add(1)
+			s.c.retried.Add(1)
 		}
 		if p.call(s, j) {
 			p.cutShort(j, []*subscriber{s}, keyed)
@@ -193,6 +198,7 @@ func (p *proc) cutShort(j *job, subs []*subscriber, keyed bool) {
 			// The cut call's subscriber left meanwhile: its share is
 			// dropped, as a retry for a subscriber that left is.
 			p.d.dropped.Add(1)
+			p.d.observeDrop(j.tr.carriedValue(), Drop{Event: j.ev, Subscriber: s.name, Reason: DroppedUnsubscribed})
 			j.tr.fail(errEventDropped)
 		}
 	}
@@ -240,10 +246,15 @@ func (p *proc) forgetMatch() {
 // cutShort). A panic is a failure whenever it happens.
 func (p *proc) call(s *subscriber, j *job) (cut bool) {
 	p.calling = true
-	err := p.invoke(s, &j.ev)
+	var err error
+	if s.hist == nil {
+		err = p.invoke(s, &j.ev, j.tr)
+	} else {
+		err = p.timedInvoke(s, j)
+	}
 	p.calling = false
 	if err == nil {
-		p.delivered++ // published by flush, once per batch
+		p.countDelivered(s) // published by flush, once per batch
 		return false
 	}
 	if p.worker && p.ctx.Err() != nil {
@@ -260,7 +271,7 @@ func (p *proc) call(s *subscriber, j *job) (cut bool) {
 // recovered during that unwinding does not stop it; invoke records the
 // call's failure in p.callErr and the consumer's batch loop, unwinding
 // too, accounts for it (see unwind).
-func (p *proc) invoke(s *subscriber, ev *Event) (err error) {
+func (p *proc) invoke(s *subscriber, ev *Event, tr *tracker) (err error) {
 	returned := false
 	defer func() {
 		if returned {
@@ -274,6 +285,9 @@ func (p *proc) invoke(s *subscriber, ev *Event) (err error) {
 		p.callErr = err
 	}()
 	ctx := p.ctx
+	if tr != nil && tr.carried != nil {
+		ctx = p.d.injectCarried(ctx, tr.carried)
+	}
 	if s.timeout > 0 {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, s.timeout)
@@ -288,6 +302,7 @@ func (p *proc) invoke(s *subscriber, ev *Event) (err error) {
 // retry queue has room, else a dead letter.
 func (p *proc) fail(s *subscriber, ev *Event, tr *tracker, err error) {
 	p.c.failed.Add(1)
+	s.c.failed.Add(1)
 	d := p.d
 	if ev.Attempt < s.attempts && !isPermanent(err) {
 		due, berr := d.retryDue(s, ev.Attempt)
@@ -304,6 +319,7 @@ func (p *proc) fail(s *subscriber, ev *Event, tr *tracker, err error) {
 				} else {
 					d.retryScheduled()
 				}
+				d.observeFailure(p, s, ev, tr, err, nil)
 				return
 			}
 			tr.unhold()
@@ -314,9 +330,13 @@ func (p *proc) fail(s *subscriber, ev *Event, tr *tracker, err error) {
 		}
 	}
 	p.c.deadLettered.Add(1)
-	if d.dead.add(DeadLetter{Event: *ev, Err: err, Subscriber: s.name, Attempts: ev.Attempt, sub: s}) {
+	s.c.deadLettered.Add(1)
+	dl := DeadLetter{Event: *ev, Err: err, Subscriber: s.name, Attempts: ev.Attempt, sub: s, carried: tr.carriedValue()}
+	if old, evicted := d.dead.add(dl); evicted {
 		d.dropped.Add(1) // the oldest dead letter was evicted
+		d.observeDrop(old.carried, Drop{Event: old.Event, Subscriber: old.Subscriber, Reason: DroppedDeadLetterLimit})
 	}
+	d.observeFailure(p, s, ev, tr, err, &dl)
 	if p.collect || tr != nil {
 		herr := &HandlerError{Subscriber: s.name, EventID: ev.ID, Topic: ev.Topic, Attempt: ev.Attempt, Err: err}
 		tr.fail(herr)

@@ -109,6 +109,7 @@ func New(opts ...Option) (*Dispatcher, error) {
 	d.workers = make([]*proc, cfg.workers)
 	for i := range d.workers {
 		d.workers[i] = newProc(d, cfg.workers, true)
+		d.workers[i].idx = 1 + i // the deterministic consumer is 0
 		d.pend.held = append(d.pend.held, &d.workers[i].held)
 	}
 	return d, nil

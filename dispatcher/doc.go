@@ -287,8 +287,31 @@
 // the cancellation of the emitter's ctx do not cross the queue. A request
 // that ends, or is cancelled, after it emitted does not cancel the
 // handling of its events; what a handler needs from the request (a trace
-// ID, a tenant) travels in the payload. Example_service shows the recipe
-// end to end.
+// ID, a tenant) travels in the payload, or is carried by WithPropagator
+// (see "Observing"). Example_service shows the recipe end to end.
+//
+// # Observing
+//
+// Stats counts for the whole dispatcher, (*Subscription).Stats for one
+// subscription: delivered, failed, retried and dead-lettered, the same
+// counters split by subscriber. They cost a consumer one atomic add per
+// batch per subscriber; nothing else below is paid unless configured.
+//
+// WithLogger logs through log/slog what an operator must see: the
+// lifecycle at Info, each dead letter and each dropped event at Warn with
+// the event's topic, key, ID, subscriber, attempt and error, and retried
+// failures at Debug; never a delivered event. WithObserver installs
+// functions called on the goroutine that saw a failure, a dead letter or a
+// drop, and one that wraps each subscription's handler knowing its name,
+// for spans and timings: the otelbus module builds OpenTelemetry metrics
+// and traces on it. WithHandlerTiming keeps a histogram of handler call
+// durations per subscription (two clock reads per call).
+//
+// WithPropagator carries chosen values (a span context, a request ID) of
+// the emitter's ctx to the ctx of the event's handler calls, retries and
+// redeliveries included, without keeping the emitter's ctx or its
+// cancellation: a Propagator extracts a small value at Emit and injects it
+// before each call.
 //
 // # Testing with Tick and Drain
 //

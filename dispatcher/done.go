@@ -64,6 +64,8 @@ type tracker struct {
 	due   time.Time
 	sched atomic.Int32
 	hidx  int
+
+	carried any // WithPropagator's value for the event, or nil (see carry)
 }
 
 // The states of a delayed event (tracker.sched).
@@ -141,9 +143,11 @@ func (d *Dispatcher) dropJobs(p *proc, jobs []job) {
 			p.ended(jobs[i].ev.ID)
 		}
 		if d.pend.discard(jobs[i].tr) {
-			continue // counted when DropOldest cancelled it
+			d.observeZombie(&jobs[i]) // counted when DropOldest cancelled it
+			continue
 		}
 		d.dropped.Add(1)
+		d.observeDropJobs(jobs[i : i+1])
 		jobs[i].tr.drop()
 	}
 }

@@ -54,7 +54,8 @@ func (d *Dispatcher) emit(ctx context.Context, e entry) error {
 	return d.push(ctx, e)
 }
 
-// check says why e cannot be emitted now, if it cannot.
+// check says why e cannot be emitted now, if it cannot, and gives e the
+// values WithPropagator carries.
 func (d *Dispatcher) check(ctx context.Context, e *entry) error {
 	if ctx == nil {
 		panic("dispatcher: Emit with a nil Context")
@@ -67,6 +68,9 @@ func (d *Dispatcher) check(ctx context.Context, e *entry) error {
 		if s == stateClosed || !d.fromHandler(ctx) {
 			return ErrClosed
 		}
+	}
+	if d.cfg.obs != nil && d.cfg.obs.prop != nil {
+		d.carry(ctx, e)
 	}
 	return nil
 }
@@ -99,14 +103,18 @@ func (d *Dispatcher) emitSlow(ctx context.Context, e entry) error {
 			return ErrFull
 		case DropNewest:
 			d.dropped.Add(1)
+			d.observeRefused(ctx, &e)
 			return ErrDropped
 		case DropOldest:
 			var buf [1]entry
-			if n, _ := r.TryPopN(buf[:]); n == 1 {
+			if n, pos := r.TryPopN(buf[:]); n == 1 {
 				d.pend.popped(&buf[0])
 				if !d.pend.discard(buf[0].tr) {
 					d.dropped.Add(1)
+					d.observeDropEntry(&buf[0], pos, DroppedOldest)
 					buf[0].tr.drop()
+				} else {
+					d.observeDropEntry(&buf[0], pos, DroppedOldest) // counted when it was cancelled
 				}
 			}
 			if r.TryPush(e) {

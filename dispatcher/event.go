@@ -38,6 +38,7 @@ type Event struct {
 // what a handler needs in the payload or the Event. ctx is cancelled when
 // the dispatcher stops the handler's worker (Run's ctx ends, Close, or a
 // Shutdown whose ctx ended). Pass it to Emit to emit from the handler.
+// WithPropagator carries chosen values of the emitter's ctx into it.
 type Handler func(ctx context.Context, e Event) error
 
 // Handle adapts a function of a typed payload to a Handler: the handler

@@ -58,6 +58,7 @@ func (d *Dispatcher) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	d.logRunStart(ctx)
 	g := new(errgroup.Group)
 	hctx := context.WithValue(rs.ctx, handlerKey{}, d)
 	var start func(p *proc)
@@ -96,7 +97,7 @@ func (d *Dispatcher) Run(ctx context.Context) error {
 	})
 	_ = g.Wait() // the goroutines return nil
 	rs.cancel()
-	return d.endRun(ctx, rs)
+	return d.logRunEnd(ctx, d.endRun(ctx, rs))
 }
 
 // startRun makes Run the owner of the queue.
@@ -196,13 +197,14 @@ func (d *Dispatcher) endRun(ctx context.Context, rs *runState) error {
 // finish. It must not be called from a handler: with a handler's ctx it
 // returns an error wrapping ErrRunning, since it would wait for itself.
 // A nil ctx panics.
-func (d *Dispatcher) Shutdown(ctx context.Context) error {
+func (d *Dispatcher) Shutdown(ctx context.Context) (err error) {
 	if ctx == nil {
 		panic("dispatcher: Shutdown with a nil Context")
 	}
 	if d.fromHandler(ctx) {
 		return fmt.Errorf("%w: Shutdown called from a handler would wait for itself", ErrRunning)
 	}
+	defer d.logShutdown(ctx)(&err)
 	for {
 		d.lifeMu.Lock()
 		d.state.CompareAndSwap(stateOpen, stateShutdown)
@@ -327,6 +329,7 @@ func (d *Dispatcher) close(wait bool) error {
 	// A Tick or Drain still running (Close may come from one of its
 	// handlers) drops what it holds when it sees the closed state.
 	n := int(d.dropped.Load()-before) + int(d.step.held.Load())
+	d.logClosed(n)
 	d.markClosed()
 	if n > 0 {
 		return fmt.Errorf("%w: Close discarded %d queued events and retries", ErrDropped, n)

@@ -56,7 +56,8 @@ type config struct {
 	workers         int
 	overflow        OverflowPolicy
 	deadLetterLimit int
-	policy          policy // every subscription's, unless On overrides it
+	policy          policy    // every subscription's, unless On overrides it
+	obs             *observer // WithLogger, WithObserver, WithHandlerTiming, WithPropagator; nil: none (see observe.go)
 }
 
 // policy is how a subscription's handler calls are made and failed calls

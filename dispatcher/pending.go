@@ -389,13 +389,16 @@ func (j *job) admitKey() string {
 func (p *pending) clear(d *Dispatcher) {
 	var buf [64]entry
 	for p.ring.Len() > 0 {
-		k, _ := p.ring.TryPopN(buf[:])
+		k, first := p.ring.TryPopN(buf[:])
 		for i := range buf[:k] {
 			p.popped(&buf[i])
-			if !p.discard(buf[i].tr) {
-				d.dropped.Add(1)
-				buf[i].tr.drop()
+			if p.discard(buf[i].tr) {
+				d.observeDropEntry(&buf[i], first+uint64(i), DroppedOldest) // counted when it was cancelled
+				continue
 			}
+			d.dropped.Add(1)
+			d.observeDropEntry(&buf[i], first+uint64(i), DroppedClosed)
+			buf[i].tr.drop()
 		}
 		clear(buf[:k])
 		if k == 0 {

@@ -20,6 +20,12 @@ type subscriber struct {
 	backoff  func(attempt int) time.Duration
 	timeout  time.Duration // each call's deadline (WithTimeout); 0: none
 	active   atomic.Bool   // cleared by Unsubscribe
+	hist     []histShard   // WithHandlerTiming's, one shard per consumer (proc.idx); else nil
+
+	// Written by every consumer: away from the fields above, which every
+	// call reads (see subCounters).
+	_ [cacheLinePad]byte
+	c subCounters
 }
 
 // subIndex answers "which subscribers match this topic". It is immutable:
@@ -109,6 +115,9 @@ func (d *Dispatcher) On(pattern string, h Handler, opts ...SubscribeOption) (*Su
 		attempts: pol.attempts, backoff: pol.backoff, timeout: pol.timeout}
 	if s.name == "" {
 		s.name = fmt.Sprintf("%s#%d", pattern, s.seq)
+	}
+	if err := d.observeSub(s); err != nil {
+		return nil, err
 	}
 	s.active.Store(true)
 	d.subList = append(d.subList[:len(d.subList):len(d.subList)], s) // a copy, as in Unsubscribe

@@ -260,7 +260,10 @@ func runConcurrent(cfg loadConfig, out io.Writer, tty bool) error {
 	prog := startProgress(d, out, tty)
 	produce(ctx, d, cfg, start.Add(cfg.duration))
 	err = d.Shutdown(ctx)
-	if rerr := <-runErr; err == nil {
+	// A Run whose goroutine starts after Shutdown finds the dispatcher
+	// closed (ErrClosed): Shutdown did the work on this goroutine, and
+	// nothing was lost.
+	if rerr := <-runErr; err == nil && !errors.Is(rerr, dispatcher.ErrClosed) {
 		err = rerr
 	}
 	elapsed := time.Since(start)

@@ -2,6 +2,8 @@ package natsbridge
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"strconv"
@@ -23,6 +25,10 @@ const (
 	HeaderKey = "Ringbus-Key"
 	// HeaderContentType names the codec that encoded the data.
 	HeaderContentType = "Content-Type"
+	// HeaderMsgID carries the message id of a delayed event (see After):
+	// the message the stream stores when the event comes due has no
+	// Nats-Msg-Id, and consumers take its id from this header instead.
+	HeaderMsgID = "Ringbus-Msg-Id"
 )
 
 // Defaults of Config.
@@ -69,8 +75,9 @@ type Config struct {
 
 	// Configure, if set, is called with the stream's configuration before
 	// the bridge creates or updates the stream (limits, retention,
-	// storage). The bridge sets Name, Subjects, Replicas and Duplicates
-	// first.
+	// storage). The bridge sets Name, Subjects, Replicas, Duplicates,
+	// Storage, and AllowMsgSchedules and AllowRollup for delayed events
+	// (see "Delayed events" in the package doc), first.
 	Configure func(*jetstream.StreamConfig)
 }
 
@@ -84,6 +91,10 @@ type Bridge struct {
 	stream   jetstream.Stream
 	cfg      Config
 	instance string // this Bridge's unique id, for the message ids of Forward
+	// schedules: the stream schedules messages (see After), as the
+	// server reported its configuration when New created or updated it.
+	schedules bool
+	maxAge    time.Duration // the stream's MaxAge then; 0 for none
 
 	slots chan struct{} // one token per PublishAsync waiting for its ack
 
@@ -133,6 +144,10 @@ func New(ctx context.Context, nc *nats.Conn, cfg Config) (*Bridge, error) {
 		Replicas:   cfg.Replicas,
 		Duplicates: cfg.Duplicates,
 		Storage:    jetstream.FileStorage,
+		// Delayed events (After, At) are message schedules, which need
+		// roll-ups: the server purges a schedule once it fired.
+		AllowMsgSchedules: true,
+		AllowRollup:       true,
 	}
 	if cfg.Configure != nil {
 		cfg.Configure(&sc)
@@ -141,6 +156,14 @@ func New(ctx context.Context, nc *nats.Conn, cfg Config) (*Bridge, error) {
 	if err != nil {
 		return nil, fmt.Errorf("natsbridge: stream %s: %w", cfg.Stream, err)
 	}
+	// A server that does not know AllowMsgSchedules (older than v2.12)
+	// does not report it, and would store a schedule as a plain message
+	// that never fires: trust only what the server reports. Under
+	// another retention than limits, a consumer's ack of a schedule
+	// message (which it skips) could delete it before it fires.
+	got := b.stream.CachedInfo().Config
+	b.schedules = got.AllowMsgSchedules && got.Retention == jetstream.LimitsPolicy
+	b.maxAge = got.MaxAge
 	return b, nil
 }
 
@@ -197,7 +220,11 @@ func (b *Bridge) Subject(topic string) string { return b.cfg.Prefix + "." + topi
 // A PublishOption configures one Publish or PublishAsync call.
 type PublishOption interface{ applyPublish(*pubConfig) }
 
-type pubConfig struct{ id string }
+type pubConfig struct {
+	id      string
+	due     time.Time // when a delayed event is due
+	delayed bool
+}
 
 type msgID string
 
@@ -209,6 +236,34 @@ func (id msgID) applyPublish(c *pubConfig) { c.id = string(id) }
 // twice. Default: a new unique id for each call.
 func MsgID(id string) PublishOption { return msgID(id) }
 
+type delay struct {
+	after time.Duration
+	at    time.Time
+	abs   bool
+}
+
+func (o delay) applyPublish(c *pubConfig) {
+	c.delayed = true
+	if o.abs {
+		c.due = o.at
+	} else {
+		c.due = time.Now().Add(o.after)
+	}
+}
+
+// After delays the event durably: the stream stores it at once as a
+// message schedule, and the server publishes the event to its subject,
+// for the consumers, no earlier than d after the call. A d of zero or
+// less is no delay. See "Delayed events" in the package doc for its
+// granularity (whole seconds), its cost and what the stream must allow;
+// a stream that cannot schedule it makes the publish fail with an error
+// wrapping ErrSchedule. Default: no delay.
+func After(d time.Duration) PublishOption { return delay{after: d} }
+
+// At delays the event durably until t, as After does; a t that has
+// passed is no delay.
+func At(t time.Time) PublishOption { return delay{at: t, abs: true} }
+
 // Publish stores e's Topic, Key and Payload in the stream and returns once
 // the stream acknowledged it: from then on the event survives the death
 // of this process (see "Durability" in the package doc for a machine
@@ -217,7 +272,9 @@ func MsgID(id string) PublishOption { return msgID(id) }
 // is not acknowledged within PublishTimeout, or finds no stream leader (a
 // cluster electing one), is tried again with the same message id until it
 // succeeds or ctx ends; ctx's error is then returned, wrapped with the last
-// attempt's. e.ID and e.Attempt are not sent.
+// attempt's. e.ID and e.Attempt are not sent. With After or At, the
+// stream stores the event's schedule, and the event reaches consumers
+// when it is due (see "Delayed events" in the package doc).
 func (b *Bridge) Publish(ctx context.Context, e dispatcher.Event, opts ...PublishOption) error {
 	if ctx == nil {
 		panic("natsbridge: Publish with a nil Context")
@@ -238,8 +295,8 @@ func (b *Bridge) message(e dispatcher.Event, opts []PublishOption) (*nats.Msg, e
 	if err := topic.Check(e.Topic); err != nil {
 		return nil, fmt.Errorf("%w: %w", dispatcher.ErrBadTopic, err)
 	}
-	if first, _, _ := strings.Cut(e.Topic, "."); first == dlqToken {
-		return nil, fmt.Errorf("%w: %q: topics under %q hold dead letters", ErrReservedTopic, e.Topic, dlqToken)
+	if err := reserved(e.Topic); err != nil {
+		return nil, err
 	}
 	var pc pubConfig
 	for _, o := range opts {
@@ -260,7 +317,76 @@ func (b *Bridge) message(e dispatcher.Event, opts []PublishOption) (*nats.Msg, e
 	if e.Key != "" {
 		m.Header.Set(HeaderKey, e.Key)
 	}
+	if pc.delayed {
+		if err := b.schedule(m, pc); err != nil {
+			return nil, err
+		}
+	}
 	return m, nil
+}
+
+// reserved returns an error wrapping ErrReservedTopic for a topic (or
+// pattern) whose first token is reserved: "dlq" (dead letters) or
+// "_sched" (schedules of delayed events).
+func reserved(t string) error {
+	switch first, _, _ := strings.Cut(t, "."); first {
+	case dlqToken:
+		return fmt.Errorf("%w: %q: topics under %q hold dead letters", ErrReservedTopic, t, dlqToken)
+	case schedToken:
+		return fmt.Errorf("%w: %q: topics under %q hold the schedules of delayed events", ErrReservedTopic, t, schedToken)
+	}
+	return nil
+}
+
+// schedToken is the first token of the topics that hold the schedules of
+// delayed events: "<Prefix>._sched.<id>", one subject per event because
+// the server keeps one schedule per subject (a second one replaces the
+// first).
+const schedToken = "_sched"
+
+// schedule turns m, the message of an event due at pc.due, into its
+// schedule: the same data and headers on the event's own schedule
+// subject, with the headers that make the server publish it to m's
+// subject when it is due. It leaves m as it is when the due time has
+// passed.
+func (b *Bridge) schedule(m *nats.Msg, pc pubConfig) error {
+	now := time.Now()
+	if !now.Before(pc.due) {
+		return nil
+	}
+	if !b.schedules {
+		return fmt.Errorf("%w: stream %s does not allow message schedules (AllowMsgSchedules off or not supported by the server, or a retention other than limits)", ErrSchedule, b.cfg.Stream)
+	}
+	// The server takes whole seconds (RFC 3339 without a fraction):
+	// round up, so that the event never comes before its due time.
+	due := pc.due.Truncate(time.Second)
+	if due.Before(pc.due) {
+		due = due.Add(time.Second)
+	}
+	if b.maxAge > 0 && due.Sub(now) >= b.maxAge {
+		return fmt.Errorf("%w: a delay of %v is not shorter than stream %s's MaxAge %v, which would discard the schedule first", ErrSchedule, due.Sub(now), b.cfg.Stream, b.maxAge)
+	}
+	m.Header.Set(jetstream.ScheduleHeader, "@at "+due.UTC().Format(time.RFC3339))
+	m.Header.Set(jetstream.ScheduleTargetHeader, m.Subject)
+	m.Header.Set(HeaderMsgID, pc.id)
+	m.Subject = b.Subject(schedToken + "." + idToken(pc.id))
+	return nil
+}
+
+// idToken makes a subject token of a message id: the id itself when it
+// is one (letters, digits, '_' and '-', as nuid's ids), else a hash of
+// it.
+func idToken(id string) string {
+	ok := len(id) <= 64
+	for i := 0; ok && i < len(id); i++ {
+		c := id[i]
+		ok = c == '_' || c == '-' || '0' <= c && c <= '9' || 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z'
+	}
+	if ok {
+		return id
+	}
+	sum := sha256.Sum256([]byte(id))
+	return "h" + hex.EncodeToString(sum[:16])
 }
 
 // publishMsg publishes m and waits for the stream's ack, trying again
@@ -412,6 +538,10 @@ func (b *Bridge) completeAsync(m *nats.Msg, err error) {
 // A publish that fails is the handler's failure (retried by d's WithRetry
 // policy, then a dead letter of d). The message id is this Bridge's id and
 // the event's ID, so d's retries of one event are stored once.
+//
+// Events delayed in d (dispatcher.After, dispatcher.At) reach the handler,
+// and so the stream, when they are due: until then they are in d's
+// memory only. Publish with After or At delays an event durably.
 //
 // opts are given to d.On after a default name, "natsbridge.forward(<pattern>)".
 // Do not forward topics that d also receives from the same stream through

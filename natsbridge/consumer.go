@@ -47,7 +47,9 @@ type ConsumerConfig struct {
 	// Topics are the topic patterns to consume ("orders.*", "audit.>").
 	// Default: every topic (">"). Dead letters ("dlq.<consumer>") are
 	// consumed only by a consumer that names a pattern beginning with
-	// "dlq"; they reach its handlers as DeadLetter payloads.
+	// "dlq"; they reach its handlers as DeadLetter payloads. The schedules
+	// of delayed events ("_sched.<id>") reach no handler, and a pattern
+	// beginning with "_sched" is refused (ErrReservedTopic).
 	Topics []string
 
 	// Bind says which payload type each topic decodes into (see Bind); the
@@ -180,6 +182,7 @@ type outcome struct {
 	f     *flight
 	err   error
 	final bool // no redelivery can help: dead-letter now
+	skip  bool // not for this consumer: ack, and do not remember its id
 }
 
 // Consume creates or updates the durable consumer cfg.Durable on the
@@ -263,6 +266,8 @@ func (c *Consumer) fill() ([]string, error) {
 		}
 		if first, _, _ := strings.Cut(t, "."); first == dlqToken {
 			c.dlqOK = true
+		} else if first == schedToken {
+			return nil, reserved(t)
 		}
 		subjects = append(subjects, c.b.Subject(t))
 	}
@@ -398,6 +403,11 @@ func (c *Consumer) deliver(ctx context.Context, m jetstream.Msg) {
 	f := &flight{msg: m, meta: meta, topic: strings.TrimPrefix(m.Subject(), c.b.cfg.Prefix+".")}
 	f.id = m.Headers().Get(jetstream.MsgIDHeader)
 	if f.id == "" {
+		// A delayed event that came due: the server dropped its
+		// Nats-Msg-Id, the bridge kept it here.
+		f.id = m.Headers().Get(HeaderMsgID)
+	}
+	if f.id == "" {
 		f.id = "seq:" + strconv.FormatUint(meta.Sequence.Stream, 10)
 	}
 	c.mu.Lock()
@@ -408,6 +418,14 @@ func (c *Consumer) deliver(ctx context.Context, m jetstream.Msg) {
 	case isDLQ && !c.dlqOK:
 		// A dead letter under a pattern like ">": not for this consumer.
 		c.outcomes <- outcome{f: f}
+		return
+	case strings.HasPrefix(f.topic, schedToken+"."):
+		// The schedule of a delayed event, under a pattern like ">":
+		// the event itself comes when it is due, with the same id,
+		// which Dedupe must not have seen. The ack does not remove the
+		// schedule from the stream (limits retention; see
+		// Bridge.schedule).
+		c.outcomes <- outcome{f: f, skip: true}
 		return
 	case c.cfg.Dedupe != nil && c.cfg.Dedupe.Contains(f.id):
 		c.outcomes <- outcome{f: f}
@@ -490,6 +508,8 @@ func (c *Consumer) settleLoop() {
 func (c *Consumer) settle(o outcome) {
 	f := o.f
 	switch {
+	case o.skip:
+		_ = f.msg.Ack()
 	case o.err == nil:
 		if f.msg.Ack() == nil && c.cfg.Dedupe != nil {
 			c.cfg.Dedupe.Add(f.id)

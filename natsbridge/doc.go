@@ -25,7 +25,9 @@
 // travels in the Ringbus-Key header, the codec's name in Content-Type, and
 // every message has a unique Nats-Msg-Id (MsgID sets one), so the stream
 // stores a publish that is repeated within its Duplicates window once.
-// Topics whose first token is "dlq" are reserved for dead letters.
+// Topics whose first token is "dlq" are reserved for dead letters, and
+// those whose first token is "_sched" for the schedules of delayed
+// events.
 //
 // # Publishing
 //
@@ -139,11 +141,62 @@
 //
 // # Delayed events
 //
-// The bridge does not map delayed events (the dispatcher's After and At
-// emit options) to the stream: a delayed event waits in the memory of the
-// process that emitted it, and is lost if that process dies before it is
-// due. nats-server v2.15 can schedule messages itself (streams with
-// AllowMsgSchedules, the Nats-Schedule header with "@at <time>" and
-// Nats-Schedule-Target): a later version of the bridge can publish a
-// delayed event as such a schedule.
+// Publish with the After or At option stores a delayed event in the
+// stream, as a message schedule of nats-server (v2.12 and later): it
+// survives the death of the process from the stream's acknowledgement
+// on, like any published event, and the server publishes the event to
+// its subject when it is due.
+//
+//	b.Publish(ctx, dispatcher.Event{Topic: "reminders.send", Key: "u-7", Payload: r},
+//		natsbridge.After(10*time.Minute))
+//
+// The schedule is a message on "<Prefix>._sched.<id>", one subject per
+// event (the server keeps one schedule per subject), with the event's
+// data and headers and the Nats-Schedule ("@at <time>") and
+// Nats-Schedule-Target headers. When it is due the server stores the
+// event on "<Prefix>.<Topic>" and purges the schedule. The server drops
+// Nats-Msg-Id from the event it stores then, so the bridge carries the
+// message id in HeaderMsgID too: consumers and their Dedupe Window see
+// the same id as for an event published without a delay. Consumers never
+// hand a schedule to their dispatcher: one whose patterns cover
+// "_sched.<id>" (">" does) acknowledges it and skips it, and a consumer
+// pattern beginning with "_sched" is refused.
+//
+// Granularity: whole seconds. The due time is rounded up to the next
+// whole second, so an event never reaches a consumer before its due
+// time; it comes later by that rounding, by the server's schedule timer,
+// and by the time it takes to reach a consumer. A due time that has
+// passed when Publish is called is no delay: the event is published as
+// usual. After computes the due time on this process's clock and the
+// server compares it with its own: an external server whose clock is
+// behind delays the event by the difference, one that is ahead shortens
+// the delay by it.
+//
+// Cost: a delayed event is two writes to the stream (the schedule, then
+// the event) and a purge, instead of one write; each consumer whose
+// patterns cover the schedule's subject receives and acknowledges it once
+// more. Publish with a delay takes longer than without one (see
+// BENCHMARKS.md, "Delayed publish"). Until it is due a
+// schedule takes its place in the stream's limits (MaxMsgs, MaxBytes):
+// a stream that discards old messages may discard a schedule before it
+// fires. A delay that is not shorter than the stream's MaxAge is refused
+// with ErrSchedule, as it would be discarded.
+//
+// The stream: New creates it with AllowMsgSchedules and AllowRollup (the
+// server requires roll-ups for schedules and then allows purges), and
+// turns them on in a stream that exists without them, which the server
+// allows (it refuses only to turn schedules off again). A stream whose
+// configuration has no AllowMsgSchedules after New (Config.Configure
+// turned it off, or a server older than v2.12 that does not report it), or
+// whose retention is not the limits policy (a consumer's acknowledgement
+// of the schedule could then remove it before it fires), cannot delay:
+// a delayed Publish returns an error wrapping ErrSchedule, and nothing is
+// stored. The server refuses schedules together with DiscardNew,
+// AllowMsgCounter, a mirror or sources: a Configure that sets one of
+// those must turn AllowMsgSchedules off.
+//
+// Events emitted into a local dispatcher with its After and At options
+// wait in that process's memory: Forward publishes them when they are
+// due, and they are lost if the process dies before then. Publish with
+// After or At where a delay must survive the process.
 package natsbridge

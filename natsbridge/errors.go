@@ -14,8 +14,15 @@ var (
 	ErrClosed = errors.New("natsbridge: closed")
 
 	// ErrReservedTopic is returned by Publish for a topic whose first
-	// token is "dlq": subjects <prefix>.dlq.<consumer> hold dead letters.
+	// token is "dlq" (subjects <prefix>.dlq.<consumer> hold dead letters)
+	// or "_sched" (subjects <prefix>._sched.<id> hold the schedules of
+	// delayed events), and by Consume for a "_sched" pattern.
 	ErrReservedTopic = errors.New("natsbridge: reserved topic")
+
+	// ErrSchedule is wrapped by the error of a delayed publish (After,
+	// At) that the stream cannot schedule: it does not allow message
+	// schedules, or the delay is not shorter than its MaxAge.
+	ErrSchedule = errors.New("natsbridge: the stream cannot schedule the event")
 
 	// ErrDecode is wrapped by the failure a dead letter records when a
 	// message's payload could not be decoded into the type bound to its

@@ -6,6 +6,7 @@ import (
 	"strconv"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -150,4 +151,31 @@ func BenchmarkRoundTrip(b *testing.B) {
 		cc.Drain()
 		<-cc.Closed()
 	})
+}
+
+// BenchmarkPublishDelay compares, in one run, Publish of an event with
+// no delay and of one delayed by an hour (its schedule stored; it does
+// not fire during the benchmark).
+func BenchmarkPublishDelay(b *testing.B) {
+	ctx := context.Background()
+	for _, bc := range []struct {
+		name string
+		opts []natsbridge.PublishOption
+	}{
+		{"delay=none", nil},
+		{"delay=1h", []natsbridge.PublishOption{natsbridge.After(time.Hour)}},
+	} {
+		b.Run(bc.name, func(b *testing.B) {
+			_, br := benchServer(b)
+			b.ReportAllocs()
+			i := 0
+			for b.Loop() {
+				e := dispatcher.Event{Topic: "bench.run", Key: "k", Payload: order{N: i, Key: "k"}}
+				if err := br.Publish(ctx, e, bc.opts...); err != nil {
+					b.Fatal(err)
+				}
+				i++
+			}
+		})
+	}
 }

@@ -43,8 +43,8 @@ func (o delayOption) applyEmit(c emitConfig) emitConfig {
 	return c
 }
 
-// emitDelayed queues e, whose tracker holds its due time, after reserving
-// its place among the delayed events.
+// emitDelayed queues e, whose tracker holds its due time and which emit
+// checked, after reserving its place among the delayed events.
 func (d *Dispatcher) emitDelayed(ctx context.Context, e entry) error {
 	if err := d.reserve(ctx, e); err != nil {
 		return err
@@ -57,7 +57,7 @@ func (d *Dispatcher) emitDelayed(ctx context.Context, e entry) error {
 		p.schedMu.Unlock()
 	}
 	p.schedInRing.Add(1)
-	if err := d.push(ctx, e); err != nil {
+	if err := d.emitSlow(ctx, e); err != nil { // it pushes at once when there is room
 		p.schedInRing.Add(-1)
 		if e.tr.sched.CompareAndSwap(schedWaiting, schedNone) {
 			p.unreserve()

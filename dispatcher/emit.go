@@ -37,26 +37,13 @@ func (d *Dispatcher) EmitEvent(ctx context.Context, e Event, opts ...EmitOption)
 			en.tr = newTracker(c.done)
 		}
 		if delayed {
-			en.tr.due = c.due
-			if err := d.check(ctx, &en); err != nil {
-				return err
-			}
-			return d.emitDelayed(ctx, en)
+			en.tr.due = c.due // emit sends it to emitDelayed
 		}
 	}
 	return d.emit(ctx, en)
 }
 
 func (d *Dispatcher) emit(ctx context.Context, e entry) error {
-	if err := d.check(ctx, &e); err != nil {
-		return err
-	}
-	return d.push(ctx, e)
-}
-
-// check says why e cannot be emitted now, if it cannot, and gives e the
-// values WithPropagator carries.
-func (d *Dispatcher) check(ctx context.Context, e *entry) error {
 	if ctx == nil {
 		panic("dispatcher: Emit with a nil Context")
 	}
@@ -70,13 +57,11 @@ func (d *Dispatcher) check(ctx context.Context, e *entry) error {
 		}
 	}
 	if d.cfg.obs != nil && d.cfg.obs.prop != nil {
-		d.carry(ctx, e)
+		d.carry(ctx, &e)
 	}
-	return nil
-}
-
-// push puts e in the ring.
-func (d *Dispatcher) push(ctx context.Context, e entry) error {
+	if e.tr != nil && !e.tr.due.IsZero() {
+		return d.emitDelayed(ctx, e)
+	}
 	// Fast path: nobody waits for room, and there is room. Emitters that
 	// find others waiting queue behind them instead (see room).
 	if d.room.waiters.Load() == 0 && d.ring.TryPush(e) {

@@ -4,10 +4,33 @@ import (
 	"context"
 	"errors"
 	"testing"
+	"time"
 
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/ringbus/ringbus/dispatcher"
 	"github.com/ringbus/ringbus/natsbridge"
 )
+
+// ackedUpTo waits until the durable consumer's ack floor reaches floor and
+// returns its info: acknowledgements travel to the server asynchronously,
+// so a consumer that stopped may not be counted there yet. A floor that is
+// never reached leaves the test to go test's -timeout.
+func ackedUpTo(t testing.TB, b *natsbridge.Bridge, durable string, floor uint64) *jetstream.ConsumerInfo {
+	t.Helper()
+	ctx := context.Background()
+	tick := time.NewTicker(5 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		c, err := b.JetStream().Consumer(ctx, natsbridge.DefaultStream, durable)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if info := c.CachedInfo(); info.AckFloor.Stream >= floor {
+			return info
+		}
+		<-tick.C
+	}
+}
 
 // order is the payload the tests publish.
 type order struct {

@@ -146,14 +146,14 @@ func TestFlushUnderRunWaitsForRetriesInFlight(t *testing.T) {
 					if m := ok.missing(before); len(m) > 0 {
 						t.Errorf("flusher %d: Flush returned with events %v of the first %d not finished", f, m, before)
 					}
-					time.Sleep(700 * time.Millisecond)
+					advanceClock(700 * time.Millisecond)
 				}
 			})
 		}
 		for i := range 100 {
 			emitKeyed(t, d, "job", fmt.Sprint(i%5), i)
 			if i%7 == 0 {
-				time.Sleep(300 * time.Millisecond)
+				advanceClock(300 * time.Millisecond)
 			}
 		}
 		wg.Wait()

@@ -145,11 +145,11 @@ func waitFor(t testing.TB, what string, cond func() bool) {
 	}
 }
 
-// advanceClock moves synctest's fake clock on by d. It is time.Sleep, and
-// every call is inside a synctest bubble: there a sleep returns as soon as
-// every goroutine of the bubble waits, with the clock moved by d, so no
-// test waits in real time.
-func advanceClock(d time.Duration) { time.Sleep(d) }
+// advanceClock moves synctest's fake clock on by d. Every call is inside
+// a synctest bubble: there the timer fires as soon as every goroutine of
+// the bubble waits, with the clock moved by d, so no test waits in real
+// time.
+func advanceClock(d time.Duration) { <-time.After(d) }
 
 // startRun calls d.Run(ctx) on a new goroutine, waits until Run has taken
 // the queue (so that a Shutdown or Close that follows finds it running) or

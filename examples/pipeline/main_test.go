@@ -91,7 +91,7 @@ func TestProgressTicksUntilStopped(t *testing.T) {
 		for _, tty := range []bool{false, true} {
 			var out bytes.Buffer
 			p := startProgress(d, &out, tty)
-			time.Sleep(3*time.Second + time.Millisecond) // fake time
+			<-time.After(3*time.Second + time.Millisecond) // fake time: the bubble's clock moves when every goroutine waits
 			p.stop()
 			want := 3 // a line a second
 			if tty {

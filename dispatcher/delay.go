@@ -168,25 +168,23 @@ func (p *pending) postpone(jobs []job, from int) []job {
 	now := time.Now()
 	out := jobs[:from]
 	moved := 0
+	p.mu.Lock() // DropOldest cancels under it: the state read here holds
 	for _, j := range jobs[from:] {
 		if t := j.tr; t != nil && t.sched.Load() == schedWaiting {
 			if now.Before(t.due) {
-				p.mu.Lock()
-				if t.sched.Load() == schedWaiting { // DropOldest cancels under mu
-					p.seq++
-					heap.Push(&p.waiting, retryItem{job: j, due: t.due, seq: p.seq})
-					p.updateLocked()
-					p.mu.Unlock()
-					moved++
-					continue
-				}
-				p.mu.Unlock()
-			} else {
-				p.comeDue(t)
+				p.seq++
+				heap.Push(&p.waiting, retryItem{job: j, due: t.due, seq: p.seq})
+				moved++
+				continue
 			}
+			p.comeDue(t)
 		}
 		out = append(out, j)
 	}
+	if moved > 0 {
+		p.updateLocked()
+	}
+	p.mu.Unlock()
 	clear(jobs[len(out):]) // keep no payload reachable twice
 	if moved > 0 {
 		select {

@@ -6,7 +6,6 @@ import (
 	"runtime"
 	"sync"
 	"sync/atomic"
-	"time"
 )
 
 // Flush waits until every event accepted before the call has finished:
@@ -131,19 +130,11 @@ func (d *Dispatcher) flushOnCaller(ctx context.Context, want uint64) (bool, erro
 			runtime.Gosched()
 			continue
 		}
-		t := time.NewTimer(time.Until(next))
-		select {
-		case <-t.C:
-		case <-g.done:
-			t.Stop()
-		case <-d.flushYield:
-			t.Stop()
-		case <-d.closed:
-			t.Stop()
-			return true, nil
-		case <-ctx.Done():
-			t.Stop()
-			return true, ctx.Err()
+		switch err := d.awaitDue(ctx, next, g.done, d.flushYield); {
+		case err == ErrClosed:
+			return true, nil // Close dropped what we waited for
+		case err != nil:
+			return true, err
 		}
 	}
 }

@@ -9,7 +9,6 @@ import (
 	"strconv"
 	"sync"
 	"sync/atomic"
-	"time"
 
 	"golang.org/x/sync/errgroup"
 )
@@ -263,18 +262,14 @@ func (d *Dispatcher) drainForShutdown(ctx context.Context) error {
 			return err
 		}
 		if next := d.pend.nextDue(); !next.IsZero() {
-			t := time.NewTimer(time.Until(next))
-			select {
-			case <-t.C:
-				continue
-			case <-d.closed: // Close dropped the retries we waited for
-				t.Stop()
-				return nil
-			case <-ctx.Done():
-				t.Stop()
+			switch err := d.awaitDue(ctx, next, nil, nil); {
+			case err == ErrClosed:
+				return nil // Close dropped what we waited for
+			case err != nil:
 				d.close(false)
-				return ctx.Err()
+				return err
 			}
+			continue
 		}
 		// Nothing left: close the ring, then catch emits that won the
 		// race with it.

@@ -135,3 +135,22 @@ func (d *Dispatcher) consume(ctx context.Context, limit int, once bool) (int, er
 		}
 	}
 }
+
+// awaitDue is how a consumer on its caller's goroutine (Shutdown's drain,
+// Flush) waits for the next retry or delayed event, due at next: it
+// returns nil once next has come or wake1 or wake2 (nil: never) fired,
+// ErrClosed when Close ran, or ctx's error.
+func (d *Dispatcher) awaitDue(ctx context.Context, next time.Time, wake1, wake2 <-chan struct{}) error {
+	t := time.NewTimer(time.Until(next))
+	defer t.Stop()
+	select {
+	case <-t.C:
+	case <-wake1:
+	case <-wake2:
+	case <-d.closed:
+		return ErrClosed
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	return nil
+}

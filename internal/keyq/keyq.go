@@ -32,7 +32,7 @@ import (
 
 // Queue is the per-key ordering table. Its backlogs together are bounded
 // by the limit given to New: Full reports when they reach it, and the
-// caller is expected to stop admitting items until owners catch up (Admit
+// caller is expected to stop admitting items until owners catch up (AdmitRounds
 // itself never refuses an item: the caller already holds it). A Queue must
 // not be copied after first use; its methods are safe for concurrent use.
 type Queue[T any] struct {
@@ -93,29 +93,6 @@ func (q *Queue[T]) Owned() int {
 	return q.nOwned
 }
 
-// Admit admits items in order. An item whose key (as key reports it) is
-// empty, or free, stays in the result and its key, if any, is now owned by
-// the caller; an item whose key is owned moves to the end of that key's
-// backlog. It returns the items the caller may process now, in their
-// original order, in items' own backing array; the vacated tail is zeroed.
-//
-// Admission order is the order in which keyed items are processed, so
-// callers must admit the items of one key in the order they were emitted:
-// the dispatcher takes a batch and admits it under one lock.
-func (q *Queue[T]) Admit(items []T, key func(*T) string) []T {
-	kept := items[:0]
-	q.mu.Lock()
-	for i := range items {
-		k := key(&items[i])
-		if k == "" || q.acquire(k, items[i]) {
-			kept = append(kept, items[i])
-		}
-	}
-	q.mu.Unlock()
-	clear(items[len(kept):])
-	return kept
-}
-
 // acquire makes the caller the owner of k and reports true, or queues v in
 // k's backlog and reports false. q.mu is held.
 func (q *Queue[T]) acquire(k string, v T) bool {
@@ -171,7 +148,7 @@ func (q *Queue[T]) disown(k string, b *backlog[T]) {
 // then every kept key's second item, and so on, so that the items of one
 // key keep their order and a key with many items does not delay the first
 // item of another (as Release's backlog order would not). Items whose key
-// was owned already, by anyone, go to its backlog as with Admit. last is
+// was owned already, by anyone, go to the end of its backlog. last is
 // called, under the lock, on each key's last kept item (with the item in
 // the result): the caller releases the key after that item, and only
 // then.

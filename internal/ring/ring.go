@@ -111,13 +111,19 @@ type Ring[T any] struct {
 	// producer writing position p and a consumer reading p-1 do not share
 	// a line. See New.
 	lineMask uint64
-	perLine  uint8
-	lines    uint8
+	// zero points to a T that is never written, which a pop copies into
+	// the slots it empties. (A zero T on the stack is stored with
+	// overlapping stores, and copying it stalls on them, store forwarding
+	// failing, at every pop.)
+	zero    *T
+	perLine uint8
+	lines   uint8
 	// The fields above are read-only after New. The padding fills them out
-	// to falseSharingRange bytes (three uint64s, a three-word slice header
-	// and two bytes), so that head and tail each start a range of their
-	// own: TestLayout checks the offsets on every platform it runs on.
-	_    [falseSharingRange - 3*8 - 3*wordSize - 2]byte
+	// to falseSharingRange bytes (three uint64s, a three-word slice header,
+	// a pointer and two bytes), so that head and tail each start a range
+	// of their own: TestLayout checks the offsets on every platform it
+	// runs on.
+	_    [falseSharingRange - 3*8 - 4*wordSize - 2]byte
 	head atomic.Uint64
 	_    [falseSharingRange - 8]byte
 	tail atomic.Uint64 // closedBit | next push position
@@ -145,7 +151,7 @@ func New[T any](capacity int) *Ring[T] {
 	for n < uint64(capacity) {
 		n <<= 1
 	}
-	r := &Ring[T]{mask: n - 1, cap: n, slots: make([]slot[T], n)}
+	r := &Ring[T]{mask: n - 1, cap: n, slots: make([]slot[T], n), zero: new(T)}
 	if capacity == 1 {
 		r.cap = 1
 	}
@@ -339,14 +345,14 @@ func (r *Ring[T]) pop(dst []T, parts int) (int, uint64) {
 				pos = r.head.Load()
 				continue
 			}
-			var zero T
+			zero := r.zero
 			dst = dst[:n]
 			for i := range dst {
 				if i > 0 {
 					s = r.slot(pos + uint64(i))
 				}
 				dst[i] = s.val
-				s.val = zero
+				s.val = *zero
 				// Hand the slot to the producer of the next lap, with
 				// the value cleared.
 				atomicx.StoreRelease(&s.seq, pos+uint64(i)+r.mask+1)

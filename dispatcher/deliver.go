@@ -22,7 +22,8 @@ type proc struct {
 	// held is how many jobs the consumer took and has not begun; Stats
 	// counts them as queued. Written only by the consumer, once per job,
 	// with atomicx.StoreRelease (see setHeld).
-	held atomic.Uint64
+	held  atomic.Uint64
+	heldN int // the last value stored in held
 	// goid is the id of the goroutine running a worker (0 for the
 	// deterministic consumer), so that Close can tell when it is called
 	// by one of the workers' handlers (see Close).
@@ -94,19 +95,29 @@ func newProc(d *Dispatcher, parts int, worker bool) *proc {
 
 // setHeld publishes how many jobs p has taken and not begun. Only p's
 // goroutine writes held, so a release store is enough, and it is cheaper
-// than a sequentially consistent one on amd64 (internal/ring/BENCHMARKS.md).
-func (p *proc) setHeld(n int) { atomicx.StoreRelease(&p.held, uint64(n)) }
+// than a sequentially consistent one on amd64 (internal/ring/BENCHMARKS.md);
+// and only when the value changes.
+func (p *proc) setHeld(n int) {
+	if n != p.heldN {
+		p.heldN = n
+		atomicx.StoreRelease(&p.held, uint64(n))
+	}
+}
 
 // popBatch is the most jobs a consumer takes at once.
 const popBatch = 128
 
-// flush publishes the successful calls counted in p: one atomic add per
-// batch instead of one per call.
+// flush publishes the successful calls counted in p once per batch
+// instead of once per call. Only p's goroutine writes p.c.delivered, so a
+// release store of the sum does what an atomic add would, without the
+// read-modify-write.
 func (p *proc) flush() {
 	if p.delivered > 0 {
-		p.c.delivered.Add(p.delivered)
+		atomicx.StoreRelease(&p.c.delivered, p.c.delivered.Load()+p.delivered)
 		p.delivered = 0
-		p.flushTally()
+		if p.worker {
+			p.flushTally()
+		}
 	}
 }
 
@@ -162,8 +173,7 @@ func (p *proc) process(j *job, keyed bool) bool {
 		j.tr.release()
 		return true
 	}
-	j.ev.Attempt = 1
-	subs := p.match(j.ev.Topic)
+	subs := p.match(j.ev.Topic) // a fresh job's Attempt is 1 (see entry.fill)
 	p.fan = subs
 	for i, s := range subs {
 		if !s.active.Load() {
@@ -233,8 +243,10 @@ func (p *proc) forgetStaleMatch() {
 	}
 }
 
-// forgetMatch drops match's last answer and what scratch holds.
+// forgetMatch drops match's last answer and what scratch holds, and the
+// tally's subscribers.
 func (p *proc) forgetMatch() {
+	p.forgetTally()
 	p.lastIndex, p.lastTopic, p.lastSubs = nil, "", nil
 	clear(p.scratch[:cap(p.scratch)])
 }

@@ -234,10 +234,12 @@ func unbounded(n int) bounds {
 
 const maxInt = int(^uint(0) >> 1)
 
-// round returns the bounds of a deterministic round: what is pending now,
-// at most max jobs (max <= 0: no limit).
-func (p *pending) round(max int) bounds {
-	var b bounds
+// round sets *b to the bounds of a deterministic round: what is pending
+// now, at most max jobs (max <= 0: no limit). It writes b field by field,
+// in place: a bounds returned by value is stored narrow and copied wide,
+// and the copy stalls on the stores (store forwarding), once per Drain.
+func (p *pending) round(b *bounds, max int) {
+	b.carry, b.ready = 0, 0
 	if p.front.Load() > 0 {
 		p.mu.Lock()
 		b.carry, b.ready = p.carry.Len(), p.ready.Len()
@@ -249,7 +251,6 @@ func (p *pending) round(max int) bounds {
 	if max > 0 {
 		b.max = max
 	}
-	return b
 }
 
 // empty reports whether the bounds of a round allow nothing more. (Under
@@ -342,16 +343,18 @@ func (e *entry) job(pos uint64) job {
 	return j
 }
 
-// fill makes *j the fresh job of e, popped at ring position pos. It writes
-// field by field: a composite literal is built in a temporary and copied,
-// and the copy's wide loads stall on the narrow stores just made (store
-// forwarding), a cost paid per event.
+// fill makes *j the fresh job of e, popped at ring position pos, its event
+// ready for its first calls (Attempt 1). It writes field by field: a
+// composite literal is built in a temporary and copied, and the copy's
+// wide loads stall on the narrow stores just made (store forwarding), a
+// cost paid per event. For the same reason the Attempt is set here, long
+// before the handler call copies the event, and not just before it.
 func (e *entry) fill(j *job, pos uint64) {
 	j.ev.ID = pos + 1
 	j.ev.Topic = e.topic
 	j.ev.Key = e.key
 	j.ev.Payload = e.payload
-	j.ev.Attempt = 0
+	j.ev.Attempt = 1
 	j.sub = nil
 	j.tr = e.tr
 	j.owns = false

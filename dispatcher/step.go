@@ -88,6 +88,7 @@ func (d *Dispatcher) consume(ctx context.Context, limit int, once bool) (int, er
 	p := d.step
 	done := ctx.Done()
 	n := 0
+	var b bounds
 	for {
 		if err := ctx.Err(); err != nil {
 			return n, err
@@ -98,7 +99,7 @@ func (d *Dispatcher) consume(ctx context.Context, limit int, once bool) (int, er
 		if d.pend.nWaiting.Load() > 0 {
 			d.pend.moveDue(time.Now())
 		}
-		b := d.pend.round(limit - n)
+		d.pend.round(&b, limit-n)
 		if b.empty() {
 			return n, nil
 		}

@@ -30,7 +30,7 @@ type SubscriptionStats struct {
 func (s *Subscription) Stats() SubscriptionStats {
 	c := &s.s.c
 	st := SubscriptionStats{
-		Delivered:    c.delivered.Load(),
+		Delivered:    c.delivered.Load() + c.stepDelivered.Load(),
 		Failed:       c.failed.Load(),
 		Retried:      c.retried.Load(),
 		DeadLettered: c.deadLettered.Load(),
@@ -45,14 +45,18 @@ func (s *Subscription) Stats() SubscriptionStats {
 // them, so they sit on their own cache lines, away from the subscriber's
 // fields that every call reads (see subscriber): the padding before is
 // in subscriber, the padding after keeps the next allocation off them.
-// Delivered, the one that grows with every event, is added once per batch
-// per subscriber (see tally), the others at each failure or retry.
+// Delivered, the one that grows with every event, is split in two:
+// workers add to delivered once per batch per subscriber (see tally); the
+// deterministic consumer, the only writer of stepDelivered, stores its
+// count with a plain release store at each call. The others are added at
+// each failure or retry.
 type subCounters struct {
-	delivered    atomic.Uint64
-	failed       atomic.Uint64
-	retried      atomic.Uint64
-	deadLettered atomic.Uint64
-	_            [cacheLinePad - 32]byte
+	delivered     atomic.Uint64
+	stepDelivered atomic.Uint64
+	failed        atomic.Uint64
+	retried       atomic.Uint64
+	deadLettered  atomic.Uint64
+	_             [cacheLinePad - 40]byte
 }
 
 // tallySlots is how many subscribers a consumer's tally follows at once: a
@@ -60,9 +64,11 @@ type subCounters struct {
 // once per call instead of once per batch.
 const tallySlots = 4
 
-// tally counts a consumer's successful calls per subscriber during a
+// tally counts a worker's successful calls per subscriber during a
 // batch, so that the subscribers' shared counters take one atomic add per
-// batch, not one per call. Only the consumer's goroutine touches it.
+// batch, not one per call. Only the worker's goroutine touches it. Its
+// subscribers outlive a batch, like match's last answer, and are forgotten
+// with it (see proc.forgetMatch).
 type tally struct {
 	subs [tallySlots]*subscriber
 	n    [tallySlots]uint64
@@ -70,12 +76,19 @@ type tally struct {
 }
 
 // countDelivered counts a successful call of s: in p's delivered, which
-// Stats reads, and in the tally, which s's counter reads; flush publishes
-// both.
-// The first slot is checked inline: a single subscriber per topic, the
-// common case, costs a compare and an increment.
+// Stats reads once flush published it, and in s's counters. A worker
+// counts in its tally, which flush publishes; the first slot is checked
+// inline, so that a single subscriber per topic, the common case, costs a
+// compare and an increment. The deterministic consumer, which never runs
+// at the same time as a worker or another of its kind, is the only writer
+// of s.c.stepDelivered, so it stores there at once: no read-modify-write.
 func (p *proc) countDelivered(s *subscriber) {
 	p.delivered++
+	if !p.worker {
+		c := &s.c.stepDelivered
+		atomicx.StoreRelease(c, c.Load()+1)
+		return
+	}
 	if p.tally.subs[0] == s {
 		p.tally.n[0]++
 		return
@@ -96,23 +109,26 @@ func (p *proc) tallyOther(s *subscriber) {
 	}
 	i := t.next
 	t.next = (i + 1) % tallySlots
-	if old := t.subs[i]; old != nil {
+	if old := t.subs[i]; old != nil && t.n[i] > 0 {
 		old.c.delivered.Add(t.n[i])
 	}
 	t.subs[i], t.n[i] = s, 1
 }
 
-// flushTally publishes the tally and forgets its subscribers, so that an
-// idle consumer keeps no unsubscribed one reachable.
+// flushTally publishes the tally's counts. It keeps the subscribers, so
+// that the next batch of the same topics finds them in their slots.
 func (p *proc) flushTally() {
 	t := &p.tally
 	for i, s := range t.subs {
-		if s != nil {
+		if s != nil && t.n[i] > 0 {
 			s.c.delivered.Add(t.n[i])
-			t.subs[i], t.n[i] = nil, 0
+			t.n[i] = 0
 		}
 	}
 }
+
+// forgetTally drops the tally's subscribers. Its counts were published.
+func (p *proc) forgetTally() { p.tally = tally{} }
 
 // WithHandlerTiming measures every handler call (its middleware and the
 // Observer's WrapHandler included) into a per-subscription duration

@@ -4,6 +4,7 @@ package dispatcher_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sync"
 	"testing"
@@ -157,6 +158,40 @@ func TestSubscriptionStatsDrain(t *testing.T) {
 		}
 	}
 	checkSubscriptionsAddUp(t, d, []*dispatcher.Subscription{ok, flaky})
+}
+
+// TestSubscriptionStatsAcrossDrainAndRun: the deterministic consumer and
+// Run's workers count a subscription's deliveries in different places;
+// Stats adds both, before, during and after a Run.
+func TestSubscriptionStatsAcrossDrainAndRun(t *testing.T) {
+	d := newDispatcher(t, dispatcher.WithWorkers(2))
+	sub := subscribe(t, d, "c.>", func(context.Context, dispatcher.Event) error { return nil })
+	check := func(when string, want uint64) {
+		t.Helper()
+		if got := sub.Stats().Delivered; got != want {
+			t.Errorf("%s: Stats().Delivered = %d, want %d", when, got, want)
+		}
+		checkSubscriptionsAddUp(t, d, []*dispatcher.Subscription{sub})
+	}
+	emitTopics(t, d, "c.1", "c.2", "c.3")
+	drain(t, d)
+	check("after the first Drain", 3)
+
+	ctx, cancel := context.WithCancel(context.Background())
+	wait := startRun(t, ctx, d)
+	emitTopics(t, d, "c.4", "c.5", "c.6", "c.7", "c.8")
+	if err := d.Flush(context.Background()); err != nil {
+		t.Fatalf("Flush: %v", err)
+	}
+	cancel()
+	if err := wait(); !errors.Is(err, context.Canceled) {
+		t.Fatalf("Run = %v, want context.Canceled", err)
+	}
+	check("after Run", 8)
+
+	emitTopics(t, d, "c.9", "c.10")
+	drain(t, d)
+	check("after the second Drain", 10)
 }
 
 // TestHandlerTiming: under synctest a handler's duration is the fake

@@ -92,6 +92,7 @@ func (d *Dispatcher) emitSlow(ctx context.Context, e entry) error {
 			return ErrDropped
 		case DropOldest:
 			var buf [1]entry
+			d.ledger.evicting()
 			if n, pos := r.TryPopN(buf[:]); n == 1 {
 				d.pend.popped(&buf[0])
 				if !d.pend.discard(buf[0].tr) {
@@ -102,6 +103,7 @@ func (d *Dispatcher) emitSlow(ctx context.Context, e entry) error {
 					d.observeDropEntry(&buf[0], pos, DroppedOldest) // counted when it was cancelled
 				}
 			}
+			d.ledger.evicted()
 			if r.TryPush(e) {
 				d.notify()
 				return nil

@@ -194,6 +194,68 @@ func TestFlushDoesNotWaitForLaterEvents(t *testing.T) {
 	})
 }
 
+// TestFlushWaitsForAnEviction: under DropOldest, an emitter pops the
+// oldest event and drops it a moment later (its Dropped hook and OnDone
+// run in between). A Flush whose grace period covers that event waits for
+// the drop: it does not return while the event is in the emitter's hands,
+// in no part of the queue.
+func TestFlushWaitsForAnEviction(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		release := make(chan struct{})
+		var evictions atomic.Int32
+		d := newDispatcher(t, dispatcher.WithWorkers(1), dispatcher.WithCapacity(2),
+			dispatcher.WithOverflow(dispatcher.DropOldest),
+			dispatcher.WithObserver(dispatcher.Observer{Dropped: func(_ context.Context, dr dispatcher.Drop) {
+				if dr.Reason == dispatcher.DroppedOldest && evictions.Add(1) == 1 {
+					<-release // the evicting emitter holds the popped event here
+				}
+			}}))
+		gate := make(chan struct{})
+		subscribe(t, d, "first", func(context.Context, dispatcher.Event) error { <-gate; return nil })
+		subscribe(t, d, "next", func(context.Context, dispatcher.Event) error { return nil })
+		wait := startRun(t, context.Background(), d)
+		emit(t, d, "first", nil)
+		synctest.Wait() // the worker is inside "first"
+		var oldestDone atomic.Bool
+		if err := d.EmitEvent(context.Background(), dispatcher.Event{Topic: "next"},
+			dispatcher.OnDone(func(error) { oldestDone.Store(true) })); err != nil {
+			t.Fatalf("EmitEvent: %v", err)
+		}
+		emit(t, d, "next", nil) // the ring is full now
+		evicted := make(chan error, 1)
+		go func() { evicted <- d.Emit(context.Background(), "next", nil) }()
+		synctest.Wait() // the emitter popped the oldest and waits in the hook
+		flushed := make(chan bool, 1)
+		go func() {
+			if err := d.Flush(context.Background()); err != nil {
+				t.Errorf("Flush() error = %v", err)
+			}
+			flushed <- oldestDone.Load()
+		}()
+		close(gate)
+		synctest.Wait() // the worker processed what the ring held and sleeps
+		var done bool
+		returned := false
+		select {
+		case done = <-flushed:
+			returned = true
+			t.Error("Flush returned while the evicted event was still being dropped")
+		default:
+		}
+		close(release)
+		if err := recv(t, evicted, "the evicting Emit"); err != nil {
+			t.Errorf("evicting Emit: %v", err)
+		}
+		if !returned {
+			done = recv(t, flushed, "Flush")
+		}
+		if !done {
+			t.Error("Flush returned before the evicted event's OnDone")
+		}
+		stopRun(t, context.Background(), d, wait)
+	})
+}
+
 // TestFlushMisuse: from a handler, and during a Tick or Drain, Flush says
 // why it cannot wait; after Close it reports ErrClosed; a ctx that ends
 // first ends it.

@@ -1,6 +1,10 @@
 package dispatcher
 
-import "context"
+import (
+	"context"
+	"runtime/debug"
+	"time"
+)
 
 // maxBatch bounds how long a batch grows with the next jobs of its keys
 // before they are handed on (see runBatch).
@@ -16,9 +20,9 @@ const keyRun = 8
 // turns it into the ctx's own error.
 var errStopped = context.Canceled
 
-// runBatch is the batch loop of every consumer: Run's workers, Tick, Drain
-// and Shutdown's drain. It processes jobs, which p took, in order, and
-// returns how many it processed. Before each job it checks done and the
+// runBatch is the batch loop of every consumer: Run's workers, Tick,
+// Drain and Shutdown's drain. It processes jobs, which p took, in order,
+// and returns how many it processed. Before each job it checks ctx and the
 // dispatcher's state: when either says stop, the rest is handed back
 // (dropped if the dispatcher closed) and runBatch returns ErrClosed or
 // errStopped.
@@ -32,34 +36,77 @@ var errStopped = context.Canceled
 // next job is handed on with the key to whichever worker takes first
 // instead, so that a worker with busy keys still comes back for new work.
 //
-// A handler that calls runtime.Goexit ends the goroutine in the middle of
-// this loop; the deferred unwind accounts for the call and hands back what
-// the batch had left, so that nothing is lost or reordered.
-func (p *proc) runBatch(jobs []job, done <-chan struct{}, keyed bool) (n int, err error) {
-	d := p.d
-	i, finished := 0, false
-	taken := jobs // jobs may move to a larger array as keys' next jobs join
+// A handler's panic ends runJobs, whose deferred recover is the only one
+// of the batch: runBatch accounts for the call and runs runJobs again from
+// there (see afterPanic). A handler that calls runtime.Goexit ends the
+// goroutine in the middle of the loop; the deferred unwind accounts for
+// the call and hands back what the batch had left, so that nothing is
+// lost or reordered.
+func (p *proc) runBatch(jobs []job, ctx context.Context, keyed bool) (n int, err error) {
+	taken := jobs // p.batch may move to a larger array as keys' next jobs join
+	p.batch, p.at, p.batchN = jobs, 0, 0
+	finished := false
 	p.setHeld(len(jobs))
 	defer func() {
 		if !finished {
-			p.unwind(jobs, i, keyed)
+			p.unwind(p.batch, p.at, keyed)
 		}
 		p.setHeld(0)
 		p.flush()
 		// Keep no payload reachable.
-		clearJobs(jobs)
-		if &taken[0] != &jobs[0] {
+		clearJobs(p.batch)
+		if &taken[0] != &p.batch[0] {
 			clearJobs(taken)
 		}
+		p.batch = nil
 	}()
-	for ; i < len(jobs); i++ {
-		if err = d.interrupted(done); err != nil {
-			p.handBack(jobs[i:], keyed, err == ErrClosed)
+	for {
+		err = p.runJobs(ctx, keyed)
+		if p.callErr == nil {
 			break
 		}
-		p.setHeld(len(jobs) - i - 1) // jobs[i] is in progress now
+		p.afterPanic()
+	}
+	finished = true
+	return p.batchN, err
+}
+
+// runJobs is runBatch's loop, from the job at p.at on. When a handler
+// panics, its deferred recover leaves the failure in p.callErr, the call
+// named by p.at, p.fan and p.fanAt, and runJobs returns. When a handler
+// calls runtime.Goexit, it leaves ErrGoexit there for the unwind. A panic
+// outside a handler call is the dispatcher's own and goes on.
+func (p *proc) runJobs(ctx context.Context, keyed bool) (err error) {
+	returned := false
+	defer func() {
+		if returned {
+			return
+		}
+		r := recover()
+		switch {
+		case !p.calling && r != nil:
+			panic(r)
+		case !p.calling:
+		case r == nil:
+			p.callErr = ErrGoexit
+		default:
+			p.callErr = &PanicError{Value: r, Stack: debug.Stack()}
+		}
+	}()
+	d := p.d
+	jobs := p.batch
+	stoppable := ctx.Done() != nil // else ctx never ends: no need to ask it
+	for i := p.at; i < len(jobs); i++ {
+		p.at = i
+		if !p.resume {
+			if err = d.interrupted(ctx, stoppable); err != nil {
+				p.handBack(jobs[i:], keyed, err == ErrClosed)
+				break
+			}
+			p.setHeld(len(jobs) - i - 1) // jobs[i] is in progress now
+			p.batchN++
+		}
 		j := &jobs[i]
-		n++
 		if !p.process(j, keyed) || !keyed || !j.last {
 			continue // cut short, its key handed back; or no key to release yet
 		}
@@ -78,10 +125,30 @@ func (p *proc) runBatch(jobs []job, done <-chan struct{}, keyed bool) (n int, er
 		var ok bool
 		if jobs, ok = d.pend.keys.ReleaseN(j.ev.Key, jobs, min(keyRun, maxBatch-len(jobs))); ok {
 			jobs[len(jobs)-1].last = true
+			p.batch = jobs
 		}
 	}
-	finished = true
-	return n, err
+	returned = true
+	return err
+}
+
+// afterPanic accounts for the handler call that panicked (see runJobs) as
+// a failure and sets process to go on after it, at the job's next
+// subscriber or, for its last one, with the end of the job.
+func (p *proc) afterPanic() {
+	j := &p.batch[p.at]
+	s := j.sub
+	if p.fan != nil {
+		s = p.fan[p.fanAt]
+	}
+	if s.hist != nil {
+		s.hist[p.idx].record(time.Since(p.callStart))
+	}
+	err := p.callErr
+	p.calling, p.callErr = false, nil
+	p.resume, p.resumeFan, p.resumeAt = true, p.fan, p.fanAt+1
+	p.fan = nil
+	p.fail(s, &j.ev, j.tr, err)
 }
 
 // clearJobs zeroes jobs. A bulk clear of memory with pointers pays a fixed
@@ -99,20 +166,19 @@ func clearJobs(jobs []job) {
 }
 
 // interrupted reports why a consumer must stop between two jobs: Close
-// (ErrClosed) or its ctx (errStopped).
-func (d *Dispatcher) interrupted(done <-chan struct{}) error {
+// (ErrClosed) or its ctx (errStopped), which it asks only if stoppable (a
+// ctx whose Done is nil never ends). It asks ctx.Err, an atomic load in the
+// standard library's contexts (Run's workers' ctx is a WithCancel), rather
+// than polling ctx.Done in a select, which costs two calls into the
+// channel code at every job.
+func (d *Dispatcher) interrupted(ctx context.Context, stoppable bool) error {
 	if d.state.Load() == stateClosed {
 		return ErrClosed
 	}
-	if done == nil {
-		return nil // a ctx that is never cancelled (context.Background)
-	}
-	select {
-	case <-done:
+	if stoppable && ctx.Err() != nil {
 		return errStopped
-	default:
-		return nil
 	}
+	return nil
 }
 
 // handBack returns jobs that p took and will not process: dropped and

@@ -37,11 +37,26 @@ type proc struct {
 
 	worker bool // one of Run's workers, not the deterministic consumer
 
-	// The call in progress, for an unwinding goroutine (see unwind).
-	calling bool
-	callErr error
-	fan     []*subscriber // the fan-out in progress, nil for a one-subscriber job
-	fanAt   int           // index in fan of the call in progress
+	// The batch in progress (see runBatch): its jobs, the index of the
+	// job in progress, and how many jobs it began.
+	batch  []job
+	at     int
+	batchN int
+
+	// The call in progress, for the batch loop's recovery from a panic
+	// (see afterPanic) and for an unwinding goroutine (see unwind).
+	calling   bool
+	callErr   error
+	callStart time.Time     // when it began, under WithHandlerTiming
+	fan       []*subscriber // the fan-out in progress, nil for a one-subscriber job
+	fanAt     int           // index in fan of the call in progress
+
+	// Where process goes on after a panic (see afterPanic): resume is set
+	// for the job at p.at, whose fan-out goes on at resumeFan[resumeAt:],
+	// or which is done when resumeFan is nil.
+	resume    bool
+	resumeFan []*subscriber
+	resumeAt  int
 
 	// match's last answer: the subscribers of lastTopic under lastIndex.
 	scratch   []*subscriber
@@ -115,9 +130,7 @@ func (p *proc) flush() {
 	if p.delivered > 0 {
 		atomicx.StoreRelease(&p.c.delivered, p.c.delivered.Load()+p.delivered)
 		p.delivered = 0
-		if p.worker {
-			p.flushTally()
-		}
+		p.flushTally()
 	}
 }
 
@@ -151,31 +164,45 @@ func selfComparable(a, b context.Context) (ok bool) {
 // of Run cut a call short (see call): the job's remaining shares were
 // handed back, with its key if keyed.
 func (p *proc) process(j *job, keyed bool) bool {
-	if j.tr.zombie() {
-		p.ended(j.ev.ID) // DropOldest discarded it while it was in the ring
-		p.d.observeZombie(j)
-		return true
-	}
-	if s := j.sub; s != nil {
-		if !s.active.Load() {
-			p.d.dropJobs(p, []job{*j}) // a retry or redelivery for a subscriber that left
+	var subs []*subscriber
+	from := 0
+	if p.resume {
+		p.resume = false
+		if p.resumeFan == nil {
+			p.ended(j.ev.ID) // its one call panicked
+			j.tr.release()
 			return true
 		}
-		if j.ev.Attempt > 1 {
-			p.c.retried.Add(1)
-			s.c.retried.Add(1)
+		subs, from = p.resumeFan, p.resumeAt
+		p.resumeFan = nil
+	} else {
+		if j.tr.zombie() {
+			p.ended(j.ev.ID) // DropOldest discarded it while it was in the ring
+			p.d.observeZombie(j)
+			return true
 		}
-		if p.call(s, j) {
-			p.cutShort(j, []*subscriber{s}, keyed)
-			return false
+		if s := j.sub; s != nil {
+			if !s.active.Load() {
+				p.d.dropJobs(p, []job{*j}) // a retry or redelivery for a subscriber that left
+				return true
+			}
+			if j.ev.Attempt > 1 {
+				p.c.retried.Add(1)
+				s.c.retried.Add(1)
+			}
+			if p.call(s, j) {
+				p.cutShort(j, []*subscriber{s}, keyed)
+				return false
+			}
+			p.ended(j.ev.ID)
+			j.tr.release()
+			return true
 		}
-		p.ended(j.ev.ID)
-		j.tr.release()
-		return true
+		subs = p.match(j.ev.Topic) // a fresh job's Attempt is 1 (see entry.fill)
 	}
-	subs := p.match(j.ev.Topic) // a fresh job's Attempt is 1 (see entry.fill)
 	p.fan = subs
-	for i, s := range subs {
+	for i := from; i < len(subs); i++ {
+		s := subs[i]
 		if !s.active.Load() {
 			continue
 		}
@@ -255,7 +282,8 @@ func (p *proc) forgetMatch() {
 // It reports true when the call returned an error after the stop of Run
 // (its ctx, Shutdown's ctx or Close) cancelled the worker's ctx: such a
 // call is not a failure, and the caller hands the pair back (see
-// cutShort). A panic is a failure whenever it happens.
+// cutShort). A panic is a failure whenever it happens: the batch loop
+// recovers it (see runJobs) and accounts for it (see afterPanic).
 func (p *proc) call(s *subscriber, j *job) (cut bool) {
 	p.calling = true
 	var err error
@@ -270,7 +298,7 @@ func (p *proc) call(s *subscriber, j *job) (cut bool) {
 		return false
 	}
 	if p.worker && p.ctx.Err() != nil {
-		if _, panicked := err.(*PanicError); !panicked {
+		if _, panicked := err.(*PanicError); !panicked { // one the handler returned
 			return true
 		}
 	}
@@ -278,36 +306,24 @@ func (p *proc) call(s *subscriber, j *job) (cut bool) {
 	return false
 }
 
-// invoke calls s's handler and turns a panic into a *PanicError. A handler
-// that calls runtime.Goexit ends the goroutine running it, and a panic
-// recovered during that unwinding does not stop it; invoke records the
-// call's failure in p.callErr and the consumer's batch loop, unwinding
-// too, accounts for it (see unwind).
-func (p *proc) invoke(s *subscriber, ev *Event, tr *tracker) (err error) {
-	returned := false
-	defer func() {
-		if returned {
-			return
-		}
-		if r := recover(); r != nil {
-			err = &PanicError{Value: r, Stack: debug.Stack()}
-		} else {
-			err = ErrGoexit
-		}
-		p.callErr = err
-	}()
+// invoke calls s's handler. It has no deferred recover: one in the batch
+// loop catches a panic for every call of the batch (see runJobs).
+func (p *proc) invoke(s *subscriber, ev *Event, tr *tracker) error {
 	ctx := p.ctx
 	if tr != nil && tr.carried != nil {
 		ctx = p.d.injectCarried(ctx, tr.carried)
 	}
 	if s.timeout > 0 {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, s.timeout)
-		defer cancel()
+		return invokeTimeout(ctx, s, ev)
 	}
-	err = s.h(ctx, *ev)
-	returned = true
-	return err
+	return s.h(ctx, *ev)
+}
+
+// invokeTimeout calls s's handler with a ctx that ends after s.timeout.
+func invokeTimeout(ctx context.Context, s *subscriber, ev *Event) error {
+	ctx, cancel := context.WithTimeout(ctx, s.timeout)
+	defer cancel()
+	return s.h(ctx, *ev)
 }
 
 // fail accounts for a failed call: a retry if the budget allows and the

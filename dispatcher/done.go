@@ -112,10 +112,15 @@ func (t *tracker) fail(err error) {
 }
 
 // release drops one job's reference and calls done when it was the last.
+// It is small enough to be inlined at every job's end; finish is not.
 func (t *tracker) release() {
-	if t == nil || t.refs.Add(-1) != 0 {
-		return
+	if t != nil && t.refs.Add(-1) == 0 {
+		t.finish()
 	}
+}
+
+// finish tells done, if any, the event's outcome: its last job ended.
+func (t *tracker) finish() {
 	if t.done == nil {
 		return
 	}

@@ -86,7 +86,6 @@ func (d *Dispatcher) releaseStep() {
 // (returning its error) or when Close is called (returning ErrClosed).
 func (d *Dispatcher) consume(ctx context.Context, limit int, once bool) (int, error) {
 	p := d.step
-	done := ctx.Done()
 	n := 0
 	var b bounds
 	for {
@@ -117,7 +116,7 @@ func (d *Dispatcher) consume(ctx context.Context, limit int, once bool) (int, er
 				break // DropOldest evictions took the rest
 			}
 			p.ledgerB = d.ledgerBound()
-			k, err := p.runBatch(jobs, done, false)
+			k, err := p.runBatch(jobs, ctx, false)
 			p.publish(popped, first) // the deterministic consumer runs alone: no one ends its jobs
 			n += k
 			took += k

@@ -45,11 +45,12 @@ func (s *Subscription) Stats() SubscriptionStats {
 // them, so they sit on their own cache lines, away from the subscriber's
 // fields that every call reads (see subscriber): the padding before is
 // in subscriber, the padding after keeps the next allocation off them.
-// Delivered, the one that grows with every event, is split in two:
-// workers add to delivered once per batch per subscriber (see tally); the
-// deterministic consumer, the only writer of stepDelivered, stores its
-// count with a plain release store at each call. The others are added at
-// each failure or retry.
+// Delivered, the one that grows with every event, is split in two and
+// added once per batch per subscriber (see tally): workers add to
+// delivered; the deterministic consumer, which never runs at the same
+// time as a worker or another of its kind, is the only writer of
+// stepDelivered and stores the sum with a plain release store, no
+// read-modify-write. The others are added at each failure or retry.
 type subCounters struct {
 	delivered     atomic.Uint64
 	stepDelivered atomic.Uint64
@@ -64,9 +65,9 @@ type subCounters struct {
 // once per call instead of once per batch.
 const tallySlots = 4
 
-// tally counts a worker's successful calls per subscriber during a
-// batch, so that the subscribers' shared counters take one atomic add per
-// batch, not one per call. Only the worker's goroutine touches it. Its
+// tally counts a consumer's successful calls per subscriber during a
+// batch, so that the subscribers' counters are written once per batch,
+// not once per call. Only the consumer's goroutine touches it. Its
 // subscribers outlive a batch, like match's last answer, and are forgotten
 // with it (see proc.forgetMatch).
 type tally struct {
@@ -76,19 +77,11 @@ type tally struct {
 }
 
 // countDelivered counts a successful call of s: in p's delivered, which
-// Stats reads once flush published it, and in s's counters. A worker
-// counts in its tally, which flush publishes; the first slot is checked
-// inline, so that a single subscriber per topic, the common case, costs a
-// compare and an increment. The deterministic consumer, which never runs
-// at the same time as a worker or another of its kind, is the only writer
-// of s.c.stepDelivered, so it stores there at once: no read-modify-write.
+// Stats reads, and in the tally, which s's counters read; flush publishes
+// both. The first slot is checked inline: a single subscriber per topic,
+// the common case, costs a compare and an increment.
 func (p *proc) countDelivered(s *subscriber) {
 	p.delivered++
-	if !p.worker {
-		c := &s.c.stepDelivered
-		atomicx.StoreRelease(c, c.Load()+1)
-		return
-	}
 	if p.tally.subs[0] == s {
 		p.tally.n[0]++
 		return
@@ -110,7 +103,7 @@ func (p *proc) tallyOther(s *subscriber) {
 	i := t.next
 	t.next = (i + 1) % tallySlots
 	if old := t.subs[i]; old != nil && t.n[i] > 0 {
-		old.c.delivered.Add(t.n[i])
+		p.addDelivered(old, t.n[i])
 	}
 	t.subs[i], t.n[i] = s, 1
 }
@@ -121,10 +114,20 @@ func (p *proc) flushTally() {
 	t := &p.tally
 	for i, s := range t.subs {
 		if s != nil && t.n[i] > 0 {
-			s.c.delivered.Add(t.n[i])
+			p.addDelivered(s, t.n[i])
 			t.n[i] = 0
 		}
 	}
+}
+
+// addDelivered adds n successful calls to s's counters (see subCounters).
+func (p *proc) addDelivered(s *subscriber, n uint64) {
+	if p.worker {
+		s.c.delivered.Add(n)
+		return
+	}
+	c := &s.c.stepDelivered
+	atomicx.StoreRelease(c, c.Load()+n)
 }
 
 // forgetTally drops the tally's subscribers. Its counts were published.
@@ -145,6 +148,7 @@ func WithHandlerTiming() Option {
 // shard of consumer p.
 func (p *proc) timedInvoke(s *subscriber, j *job) error {
 	start := time.Now()
+	p.callStart = start // for a call that panics (see afterPanic)
 	err := p.invoke(s, &j.ev, j.tr)
 	s.hist[p.idx].record(time.Since(start))
 	return err

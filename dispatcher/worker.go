@@ -27,7 +27,7 @@ func (d *Dispatcher) work(rs *runState, p *proc) {
 		default:
 		}
 		if jobs := d.takeJobs(p, &b); len(jobs) > 0 {
-			p.runBatch(jobs, done, true) //nolint:errcheck // the loop's top sees why it stopped
+			p.runBatch(jobs, rs.ctx, true) //nolint:errcheck // the loop's top sees why it stopped
 			continue
 		}
 		if !d.park(rs, p) {

@@ -68,6 +68,9 @@ type Dispatcher struct {
 	retryWake chan struct{}
 	roomWake  chan struct{}
 	stepFree  signal
+	// roomAsked is set while a look that roomWake asked for is pending:
+	// the workers' later takes do not wake the scheduler again for it.
+	roomAsked atomic.Bool
 
 	// A Flush without Run owns the queue (flushing, set under lifeMu);
 	// runWaits counts the Runs waiting for it to give the queue up, and

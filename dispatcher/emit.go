@@ -317,9 +317,14 @@ func (d *Dispatcher) roomMade(halfway bool) bool {
 	if !halfway || free >= r.Cap()/2 {
 		return d.room.wake(free) > 0
 	}
-	select {
-	case d.roomWake <- struct{}{}:
-	default:
+	// One request per look: a worker takes many times while emitters
+	// wait for half the ring, and waking the scheduler at every take for
+	// a look it has already planned costs a goroutine switch each time.
+	if !d.roomAsked.Load() && d.roomAsked.CompareAndSwap(false, true) {
+		select {
+		case d.roomWake <- struct{}{}:
+		default:
+		}
 	}
 	return false
 }

@@ -128,7 +128,8 @@ func (d *Dispatcher) retryScheduled() {
 func (d *Dispatcher) schedule(rs *runState) {
 	t := time.NewTimer(time.Hour)
 	defer t.Stop()
-	var lookAt time.Time // when to look for room; zero: not asked
+	var lookAt time.Time     // when to look for room; zero: not asked
+	d.roomAsked.Store(false) // a request left by an earlier Run is void
 	for {
 		now := time.Now()
 		moved, next := d.pend.moveDue(now)
@@ -137,6 +138,7 @@ func (d *Dispatcher) schedule(rs *runState) {
 			// Only once per request: a ring that nobody takes from is
 			// not looked at again until a worker takes and asks.
 			lookAt = time.Time{}
+			d.roomAsked.Store(false) // before the look: a later take asks again
 			r := d.pend.ring
 			d.room.wake(r.Cap() - r.Len())
 		}

@@ -112,9 +112,9 @@ func (p *proc) tallyOther(s *subscriber) {
 // that the next batch of the same topics finds them in their slots.
 func (p *proc) flushTally() {
 	t := &p.tally
-	for i, s := range t.subs {
-		if s != nil && t.n[i] > 0 {
-			p.addDelivered(s, t.n[i])
+	for i := range t.subs {
+		if t.n[i] > 0 { // then subs[i] is set
+			p.addDelivered(t.subs[i], t.n[i])
 			t.n[i] = 0
 		}
 	}

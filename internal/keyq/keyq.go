@@ -159,6 +159,7 @@ func (q *Queue[T]) AdmitRounds(items []T, key func(*T) string, last func(*T)) []
 	q.calls++
 	rounds, logs := q.rounds[:0], q.logs[:0]
 	top := int32(0) // the highest round
+	backlogged := 0 // added to q.n once, after the loop
 	for i := range items {
 		k := key(&items[i])
 		r := int32(0)
@@ -175,13 +176,16 @@ func (q *Queue[T]) AdmitRounds(items []T, key func(*T) string, last func(*T)) []
 				top = max(top, r)
 			default:
 				b.Push(items[i])
-				q.n.Add(1)
+				backlogged++
 				continue
 			}
 		}
 		kept = append(kept, items[i])
 		rounds = append(rounds, r)
 		logs = append(logs, b)
+	}
+	if backlogged > 0 {
+		q.n.Add(int64(backlogged))
 	}
 	clear(items[len(kept):])
 	for i, b := range logs {
@@ -247,21 +251,23 @@ func (q *Queue[T]) Release(k string) (next T, ok bool) {
 // back by Abandon); otherwise k becomes free and ReleaseN returns dst and
 // false. One lock and one lookup serve n items.
 func (q *Queue[T]) ReleaseN(k string, dst []T, n int) ([]T, bool) {
-	q.mu.Lock()
-	defer q.mu.Unlock()
+	q.mu.Lock() // not deferred: this is on the path of every keyed event
 	b := q.keys[k]
 	if b == nil || !b.owned {
+		q.mu.Unlock()
 		panic("keyq: Release of a key that is not owned: " + k)
 	}
 	m := min(n, b.Len())
 	if m == 0 {
 		q.disown(k, b)
+		q.mu.Unlock()
 		return dst, false
 	}
 	for range m {
 		dst = append(dst, b.Pop())
 	}
 	q.n.Add(int64(-m))
+	q.mu.Unlock()
 	return dst, true
 }
 

@@ -51,18 +51,23 @@ func (d *Dispatcher) emitDelayed(ctx context.Context, e entry) error {
 	}
 	p := d.pend
 	e.tr.sched.Store(schedWaiting)
+	p.schedInRing.Add(1)
+	if err := d.emitSlow(ctx, e); err != nil { // it pushes at once when there is room
+		// Refused: nobody saw it (DropOldest can cancel only what is in
+		// schedOrder), so it is neither counted nor told.
+		p.schedInRing.Add(-1)
+		e.tr.sched.Store(schedNone)
+		p.unreserve()
+		return err
+	}
 	if d.cfg.overflow == DropOldest {
+		// Only once accepted: a cancel must drop an event that Emit
+		// accepted, never one whose Emit returns an error. A consumer may
+		// have taken it already; cancelFirstScheduled skips it then if it
+		// came due (its state is no longer schedWaiting).
 		p.schedMu.Lock()
 		p.schedOrder.Push(e.tr)
 		p.schedMu.Unlock()
-	}
-	p.schedInRing.Add(1)
-	if err := d.emitSlow(ctx, e); err != nil { // it pushes at once when there is room
-		p.schedInRing.Add(-1)
-		if e.tr.sched.CompareAndSwap(schedWaiting, schedNone) {
-			p.unreserve()
-		} // else DropOldest cancelled it meanwhile, counted as dropped
-		return err
 	}
 	return nil
 }
@@ -242,12 +247,17 @@ func (d *Dispatcher) cancelFirstScheduled() {
 	p.unreserve()
 	d.dropped.Add(1)
 	if inHeap {
-		// A consumer took the job out of the ring and counted it in
-		// Flush's ledger; nobody will come across it again.
-		d.ledger.spawn(j.ev.ID, -1)
 		d.observeDrop(t.carriedValue(), Drop{Event: j.ev, Reason: DroppedOldest})
 	} // else observed when it is come across (see observeZombie)
 	t.drop()
+	if inHeap {
+		// A consumer took the job out of the ring and counted it in
+		// Flush's ledger; nobody will come across it again. It leaves
+		// the ledger after its OnDone, so that no Flush returns before.
+		// The delayed event whose emit cancelled it comes next, and the
+		// consumer that takes it ends a grace period this one completes.
+		d.ledger.spawn(j.ev.ID, -1)
+	}
 }
 
 // observeZombie reports the drop of a delayed event that DropOldest

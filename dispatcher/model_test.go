@@ -1131,13 +1131,16 @@ func (env *mdEnv) fromHandler(ctx context.Context, s *mdSub, h uint64) {
 		// A budget: a redelivered pair that always fails calls its
 		// handler again, which could redeliver again, for ever.
 		n, err := d.Redeliver(ctx)
+		// Queued, with or without an error: a ctx that ends during the
+		// choice leaves the ones chosen so far queued (see RedeliverIf).
+		env.redelivered.Add(int64(n))
+		ctxEnded := ctx.Err() != nil && errors.Is(err, ctx.Err())
 		switch {
 		case err == nil:
-			env.redelivered.Add(int64(n))
-		case n != 0:
-			env.problem("Redeliver from a handler = %d, %v: want 0 with an error", n, err)
+		case n != 0 && !ctxEnded:
+			env.problem("Redeliver from a handler = %d, %v: want 0 with an error other than ctx's", n, err)
 		case errors.Is(err, dispatcher.ErrClosed) && env.closing.Load():
-		case ctx.Err() != nil && errors.Is(err, ctx.Err()): // Run's ctx ended, or Close cancelled it
+		case ctxEnded: // Run's ctx ended, or Close cancelled it
 		default:
 			env.problem("Redeliver from a handler: unexpected error %v", err)
 		}

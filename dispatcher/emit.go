@@ -3,6 +3,7 @@ package dispatcher
 import (
 	"context"
 	"fmt"
+	"runtime"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -81,6 +82,14 @@ func (d *Dispatcher) emitSlow(ctx context.Context, e entry) error {
 			return nil
 		}
 		if r.Closed() {
+			if d.state.Load() == stateShutdown && d.fromHandler(ctx) {
+				// Shutdown's drain closes the ring for a moment to
+				// catch late outside emits, and opens it again when
+				// one got in (see park, drainForShutdown). A handler
+				// runs only then: its emit waits for the reopen.
+				runtime.Gosched()
+				continue
+			}
 			return ErrClosed
 		}
 		switch d.cfg.overflow {

@@ -272,12 +272,14 @@ func (d *Dispatcher) drainForShutdown(ctx context.Context) error {
 			continue
 		}
 		// Nothing left: close the ring, then catch emits that won the
-		// race with it.
+		// race with it. If one did, the ring opens again for the
+		// handlers that process it, which may emit.
 		d.pend.ring.Close()
 		d.room.wakeAll()
 		if d.pend.empty() {
 			break
 		}
+		d.pend.ring.Reopen()
 	}
 	d.lifeMu.Lock()
 	d.state.Store(stateClosed)

@@ -105,6 +105,10 @@ func (d *Dispatcher) park(rs *runState, p *proc) bool {
 			rs.halt()
 			return false
 		}
+		// An emit got in: its handlers may emit, so the ring opens
+		// again (a handler's emit that meets it closed meanwhile waits
+		// for this, see emitSlow).
+		d.pend.ring.Reopen()
 		return true
 	}
 	select {

@@ -312,6 +312,12 @@ func (q *lifoRing) Close() {
 	q.closed = true
 }
 
+func (q *lifoRing) Reopen() {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	q.closed = false
+}
+
 func (q *lifoRing) Closed() bool {
 	q.mu.Lock()
 	defer q.mu.Unlock()

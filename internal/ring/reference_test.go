@@ -17,6 +17,7 @@ type queue[T any] interface {
 	Cap() int
 	Pushed() uint64
 	Close()
+	Reopen()
 	Closed() bool
 }
 
@@ -121,6 +122,12 @@ func (q *refRing[T]) Close() {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	q.closed = true
+}
+
+func (q *refRing[T]) Reopen() {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	q.closed = false
 }
 
 func (q *refRing[T]) Closed() bool {

@@ -219,7 +219,11 @@ func (r *Ring[T]) Popped() uint64 { return r.head.Load() }
 // idempotent.
 func (r *Ring[T]) Close() { r.tail.Or(closedBit) }
 
-// Closed reports whether Close was called.
+// Reopen undoes Close: pushes succeed again, at the positions that follow
+// the last push before Close.
+func (r *Ring[T]) Reopen() { r.tail.And(^uint64(closedBit)) }
+
+// Closed reports whether Close was called (and Reopen not since).
 func (r *Ring[T]) Closed() bool { return r.tail.Load()&closedBit != 0 }
 
 // TryPush appends v and reports whether it did; it fails only when the ring

@@ -308,6 +308,25 @@ func TestSequential(t *testing.T) {
 			},
 		},
 		{
+			name: "reopen",
+			give: 4,
+			run: func(t *testing.T, q queue[int]) {
+				wantPush(t, q, 0)
+				q.Close()
+				wantPushFail(t, q, 1)
+				q.Reopen()
+				if q.Closed() {
+					t.Errorf("Closed() after Reopen = true, want false")
+				}
+				wantPush(t, q, 1) // at the position after the last push
+				wantPushed(t, q, 2)
+				wantPopN(t, q, 4, seq(0, 2), 0)
+				q.Reopen() // on an open ring: nothing changes
+				wantPush(t, q, 2)
+				wantPushed(t, q, 3)
+			},
+		},
+		{
 			name: "close empty",
 			give: 1,
 			run: func(t *testing.T, q queue[int]) {

@@ -35,3 +35,11 @@ func (q *Queue[T]) Admit(items []T, key func(*T) string) []T {
 	clear(items[len(kept):])
 	return kept
 }
+
+// BigBacklogs returns how many backlogs keep storage above spareCap, and
+// the bound.
+func BigBacklogs[T any](q *Queue[T]) (n, bound int) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	return q.big, maxBig
+}

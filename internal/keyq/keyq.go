@@ -19,7 +19,9 @@
 //     returned by Release or Abandon, oldest first; an idle entry holds
 //     none;
 //   - n is the sum of the backlogs' lengths, nOwned the owned entries,
-//     idle the others.
+//     idle the others;
+//   - big counts the backlogs (in keys or spare) whose storage outgrew
+//     spareCap and was kept: at most maxBig.
 package keyq
 
 import (
@@ -41,6 +43,7 @@ type Queue[T any] struct {
 	spare  []*backlog[T]          // backlogs without a key, reused
 	nOwned int
 	idle   int
+	big    int          // backlogs that keep storage above spareCap, at most maxBig
 	n      atomic.Int64 // items in all backlogs
 	limit  int64
 
@@ -61,6 +64,7 @@ type Queue[T any] struct {
 type backlog[T any] struct {
 	fifo.Queue[T]
 	owned bool
+	big   bool // keeps storage above spareCap, counted in Queue.big
 	call  uint64
 	runs  int32
 }
@@ -128,8 +132,16 @@ func (q *Queue[T]) own(k string, b *backlog[T]) *backlog[T] {
 func (q *Queue[T]) disown(k string, b *backlog[T]) {
 	b.owned = false
 	q.nOwned--
-	if cap(b.Items()) > spareCap {
-		b.Reset() // a burst must not pin its backlog's storage
+	if !b.big && cap(b.Items()) > spareCap {
+		// A burst must not pin its backlog's storage, but a hot key's
+		// backlog, released and owned again and again, would regrow it
+		// at every burst: the first few large ones keep theirs.
+		if q.big < maxBig {
+			b.big = true
+			q.big++
+		} else {
+			b.Reset()
+		}
 	}
 	if q.idle < idleKeys {
 		q.idle++
@@ -289,14 +301,27 @@ func (q *Queue[T]) abandon(k string, dst []T) []T {
 	}
 	q.n.Add(int64(-b.Len()))
 	dst = append(dst, b.Items()...)
-	b.Reset()
+	q.release(b)
 	q.disown(k, b)
 	return dst
 }
 
-// spareCap is the largest backlog storage kept for reuse: a burst on one
-// key must not pin its backlog's slice for the Queue's life.
-const spareCap = 256
+// release empties b and drops its storage. q.mu is held.
+func (q *Queue[T]) release(b *backlog[T]) {
+	b.Reset()
+	if b.big {
+		b.big = false
+		q.big--
+	}
+}
+
+// spareCap is the largest backlog storage kept for reuse, but for maxBig
+// backlogs: a burst on one key must not pin its backlog's slice for the
+// Queue's life. The maxBig may each hold up to the Queue's limit.
+const (
+	spareCap = 256
+	maxBig   = 4
+)
 
 // TakeBacklogs removes every backlogged item, appending them to dst (the
 // backlogs one after the other, each oldest first), and returns dst. The
@@ -309,7 +334,7 @@ func (q *Queue[T]) TakeBacklogs(dst []T) []T {
 	for _, b := range q.keys {
 		q.n.Add(int64(-b.Len()))
 		dst = append(dst, b.Items()...)
-		b.Reset()
+		q.release(b)
 	}
 	return dst
 }
@@ -324,6 +349,6 @@ func (q *Queue[T]) Reset(dst []T) []T {
 		dst = q.abandon(k, dst)
 	}
 	clear(q.keys)
-	q.spare, q.idle = nil, 0
+	q.spare, q.idle, q.big = nil, 0, 0
 	return dst
 }

@@ -775,17 +775,49 @@ func steady(nkeys, size int) (*keyq.Queue[item], func()) {
 // have grown to a steady load, Admit and Release allocate nothing (keyOf
 // itself allocates nothing).
 func TestAdmitReleaseAllocs(t *testing.T) {
-	for _, nkeys := range []int{1, 64} {
-		t.Run(fmt.Sprintf("keys=%d", nkeys), func(t *testing.T) {
-			q, round := steady(nkeys, 128)
+	for _, tt := range []struct{ nkeys, size int }{
+		{1, 128},
+		{64, 128},
+		{1, 1024}, // a hot key: its backlog outgrows spareCap at each burst
+	} {
+		t.Run(fmt.Sprintf("keys=%d/items=%d", tt.nkeys, tt.size), func(t *testing.T) {
+			q, round := steady(tt.nkeys, tt.size)
 			for range 10 {
 				round()
 			}
 			if got := testing.AllocsPerRun(1000, round); got != 0 {
-				t.Errorf("Admit and Release of %d items over %d keys: %v allocations, want 0", 128, nkeys, got)
+				t.Errorf("Admit and Release of %d items over %d keys: %v allocations, want 0", tt.size, tt.nkeys, got)
 			}
 			wantState(t, q, 0, 0, false)
 		})
+	}
+}
+
+// TestBigBacklogsBounded: the backlogs that keep storage above spareCap
+// when their key is released are at most a few; the others drop theirs,
+// and Reset forgets them all.
+func TestBigBacklogsBounded(t *testing.T) {
+	const burst = 300 // above spareCap
+	q := keyq.New[item](16 * burst)
+	_, bound := keyq.BigBacklogs(q)
+	for k := range bound + 3 {
+		key := fmt.Sprintf("k%d", k)
+		items := make([]item, burst+1)
+		for i := range items {
+			items[i] = item{key: key, id: i}
+		}
+		if kept := q.Admit(items, keyOf); len(kept) != 1 {
+			t.Fatalf("key %s: Admit kept %d items, want 1", key, len(kept))
+		}
+		for ok := true; ok; _, ok = q.Release(key) {
+		}
+		if n, _ := keyq.BigBacklogs(q); n != min(k+1, bound) {
+			t.Fatalf("after %d keys with a burst: %d big backlogs, want %d", k+1, n, min(k+1, bound))
+		}
+	}
+	q.Reset(nil)
+	if n, _ := keyq.BigBacklogs(q); n != 0 {
+		t.Errorf("after Reset: %d big backlogs, want 0", n)
 	}
 }
 

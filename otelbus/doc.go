@@ -38,7 +38,8 @@
 // the messaging attributes (messaging.system "ringbus",
 // messaging.destination.name the topic, messaging.message.id the event
 // ID) and ringbus.subscriber, ringbus.attempt and ringbus.key. A call that
-// fails records its error and sets the status to Error; a panic is
-// recorded as such. The handler's ctx holds its span, so the spans it
+// fails records its error and sets the status to Error; a panic (or a
+// runtime.Goexit) sets the status to Error with a message that says so.
+// The attributes are set only on a span that is recorded. The handler's ctx holds its span, so the spans it
 // starts, and the events it emits, are its children.
 package otelbus

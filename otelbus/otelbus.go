@@ -62,13 +62,19 @@ var DefaultDurationBuckets = []float64{0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0
 // New, give its Options to dispatcher.New, then call Observe with the
 // dispatcher. It is safe for concurrent use.
 type Instrumentation struct {
-	cfg      config
 	meter    metric.Meter
 	tracer   trace.Tracer
 	duration metric.Float64Histogram
 	dropped  metric.Int64Counter
-	attrs    attribute.Set // cfg.attrs
+	attrs    attribute.Set // the configured attributes
+	// dropOpts[r] is ringbus.dropped's attribute option for DropReason r,
+	// made once in New: a drop, which comes in bursts when the dispatcher
+	// is overloaded, builds no attribute set.
+	dropOpts [dropReasons]metric.AddOption
 }
+
+// dropReasons is one more than the largest dispatcher.DropReason.
+const dropReasons = int(dispatcher.DroppedDeadLetterLimit) + 1
 
 // New makes the instruments. It fails only when the meter provider
 // refuses one.
@@ -84,7 +90,6 @@ func New(opts ...Option) (*Instrumentation, error) {
 		cfg.tp = otel.GetTracerProvider()
 	}
 	in := &Instrumentation{
-		cfg:    cfg,
 		meter:  cfg.mp.Meter(ScopeName),
 		tracer: cfg.tp.Tracer(ScopeName),
 		attrs:  attribute.NewSet(cfg.attrs...),
@@ -102,7 +107,15 @@ func New(opts ...Option) (*Instrumentation, error) {
 	if err != nil {
 		return nil, err
 	}
+	for r := range in.dropOpts {
+		in.dropOpts[r] = in.dropOpt(dispatcher.DropReason(r))
+	}
 	return in, nil
+}
+
+// dropOpt returns ringbus.dropped's attribute option for reason r.
+func (in *Instrumentation) dropOpt(r dispatcher.DropReason) metric.AddOption {
+	return metric.WithAttributeSet(in.withAttrs(attribute.String("ringbus.reason", r.String())))
 }
 
 // Options returns the dispatcher options that install the instrumentation:
@@ -148,7 +161,7 @@ func (in *Instrumentation) Observe(d *dispatcher.Dispatcher) (metric.Registratio
 			func(st *dispatcher.Stats) int64 { return int64(st.DeadLetters) }},
 	}
 	insts := make([]metric.Int64Observable, len(specs))
-	reads := make([]read, len(specs))
+	observables := make([]metric.Observable, len(specs))
 	for i, sp := range specs {
 		var err error
 		if sp.gauge {
@@ -159,17 +172,13 @@ func (in *Instrumentation) Observe(d *dispatcher.Dispatcher) (metric.Registratio
 		if err != nil {
 			return nil, err
 		}
-		reads[i] = sp.read
+		observables[i] = insts[i]
 	}
 	set := metric.WithAttributeSet(in.attrs)
-	observables := make([]metric.Observable, len(insts))
-	for i, inst := range insts {
-		observables[i] = inst
-	}
 	return in.meter.RegisterCallback(func(_ context.Context, o metric.Observer) error {
 		st := d.Stats()
 		for i, inst := range insts {
-			o.ObserveInt64(inst, reads[i](&st), set)
+			o.ObserveInt64(inst, specs[i].read(&st), set)
 		}
 		return nil
 	}, observables...)
@@ -177,7 +186,11 @@ func (in *Instrumentation) Observe(d *dispatcher.Dispatcher) (metric.Registratio
 
 // observeDrop counts one drop by reason.
 func (in *Instrumentation) observeDrop(ctx context.Context, dr dispatcher.Drop) {
-	in.dropped.Add(ctx, 1, metric.WithAttributeSet(in.withAttrs(attribute.String("ringbus.reason", dr.Reason.String()))))
+	if r := int(dr.Reason); r >= 0 && r < dropReasons {
+		in.dropped.Add(ctx, 1, in.dropOpts[r])
+		return
+	}
+	in.dropped.Add(ctx, 1, in.dropOpt(dr.Reason)) // a reason newer than this package
 }
 
 // withAttrs returns the configured attributes plus kvs.
@@ -197,14 +210,19 @@ func (in *Instrumentation) wrap(subscriber string, h dispatcher.Handler) dispatc
 		sub)
 	return func(ctx context.Context, e dispatcher.Event) (err error) {
 		start := time.Now()
-		attrs := append(spanAttrs[:len(spanAttrs):len(spanAttrs)],
-			attribute.String("messaging.destination.name", e.Topic),
-			attribute.String("messaging.message.id", strconv.FormatUint(e.ID, 10)),
-			attribute.Int("ringbus.attempt", e.Attempt))
-		if e.Key != "" {
-			attrs = append(attrs, attribute.String("ringbus.key", e.Key))
+		ctx, span := in.tracer.Start(ctx, "process "+e.Topic, trace.WithSpanKind(trace.SpanKindConsumer))
+		if span.IsRecording() {
+			// Only for a span that is kept: with the no-op provider or
+			// a sampler that drops it, a call builds no attributes.
+			attrs := append(spanAttrs[:len(spanAttrs):len(spanAttrs)],
+				attribute.String("messaging.destination.name", e.Topic),
+				attribute.String("messaging.message.id", strconv.FormatUint(e.ID, 10)),
+				attribute.Int("ringbus.attempt", e.Attempt))
+			if e.Key != "" {
+				attrs = append(attrs, attribute.String("ringbus.key", e.Key))
+			}
+			span.SetAttributes(attrs...)
 		}
-		ctx, span := in.tracer.Start(ctx, "process "+e.Topic, trace.WithSpanKind(trace.SpanKindConsumer), trace.WithAttributes(attrs...))
 		returned := false
 		defer func() {
 			// On a panic (or runtime.Goexit) the dispatcher recovers

@@ -11,6 +11,19 @@ func Entries[T any](q *Queue[T]) int {
 // IdleKeys is how many entries of keys that are not owned q keeps.
 const IdleKeys = idleKeys
 
+// acquire makes the caller the owner of k and reports true, or queues v in
+// k's backlog and reports false. q.mu is held.
+func (q *Queue[T]) acquire(k string, v T) bool {
+	b, ok := q.keys[k]
+	if ok && b.owned {
+		b.Push(v)
+		q.n.Add(1)
+		return false
+	}
+	q.own(k, b)
+	return true
+}
+
 // Admit admits items in order: AdmitRounds without the rounds, the
 // plain admission the table and model tests drive (the dispatcher uses
 // AdmitRounds). An item whose key (as key reports it) is

@@ -69,10 +69,12 @@ type backlog[T any] struct {
 	runs  int32
 }
 
-// idleKeys bounds the entries kept for keys that are not owned: enough
-// for a working set of keys to be owned and released again and again
-// without a map insert and delete each time, and no more, so that a
-// stream of ever new keys does not grow the table.
+// idleKeys bounds the entries kept for keys that are not owned, so that a
+// stream of ever new keys does not grow the table. The entries kept are
+// those of the first keys released while there was room, not of the most
+// recent ones: a working set of keys among them is owned and released
+// again and again without a map insert and delete each time, and a key
+// outside them pays both at each release.
 const idleKeys = 1024
 
 // New returns an empty Queue whose backlogs are Full at limit items. A
@@ -95,19 +97,6 @@ func (q *Queue[T]) Owned() int {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	return q.nOwned
-}
-
-// acquire makes the caller the owner of k and reports true, or queues v in
-// k's backlog and reports false. q.mu is held.
-func (q *Queue[T]) acquire(k string, v T) bool {
-	b, ok := q.keys[k]
-	if ok && b.owned {
-		b.Push(v)
-		q.n.Add(1)
-		return false
-	}
-	q.own(k, b)
-	return true
 }
 
 // own makes k, which is not owned, owned, and returns its entry: b, the
@@ -151,10 +140,10 @@ func (q *Queue[T]) disown(k string, b *backlog[T]) {
 	q.spare = append(q.spare, b)
 }
 
-// AdmitRounds is Admit for a caller that processes what it keeps in order,
-// on one goroutine: the items of a key that this call makes the caller
-// own all stay in the result, instead of the first alone (the others would
-// wait in the backlog, to be taken out one Release at a time), and the
+// AdmitRounds admits items, in order, for a caller that processes what it
+// keeps in order, on one goroutine. An item without a key stays in the
+// result. An item whose key is free makes the caller its owner and stays
+// in the result, and so do the later items of that key in this call; the
 // caller releases such a key once, after the last of them. The result is
 // in rounds: first every kept key's first item, in their original order,
 // then every kept key's second item, and so on, so that the items of one

@@ -416,8 +416,9 @@ func (c *Consumer) deliver(ctx context.Context, m jetstream.Msg) {
 	isDLQ := strings.HasPrefix(f.topic, dlqToken+".")
 	switch {
 	case isDLQ && !c.dlqOK:
-		// A dead letter under a pattern like ">": not for this consumer.
-		c.outcomes <- outcome{f: f}
+		// A dead letter under a pattern like ">": not for this consumer,
+		// and its id is not one Dedupe should remember.
+		c.outcomes <- outcome{f: f, skip: true}
 		return
 	case strings.HasPrefix(f.topic, schedToken+"."):
 		// The schedule of a delayed event, under a pattern like ">":

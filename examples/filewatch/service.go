@@ -158,7 +158,13 @@ func (s *Service) Run(ctx context.Context) error {
 	err = s.watch(ctx, w)
 	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.cfg.ShutdownTimeout)
 	defer cancel()
-	return errors.Join(err, s.d.Shutdown(sctx), <-runErr)
+	err = errors.Join(err, s.d.Shutdown(sctx))
+	// A Run whose goroutine starts after Shutdown finds the dispatcher
+	// closed (ErrClosed): Shutdown did the work, and nothing was lost.
+	if rerr := <-runErr; !errors.Is(rerr, dispatcher.ErrClosed) {
+		err = errors.Join(err, rerr)
+	}
+	return err
 }
 
 // watch emits a file.landed for each file in the directory, then for each

@@ -70,11 +70,10 @@ func Settle(tb TB, d *dispatcher.Dispatcher) (int, error) {
 	}
 }
 
-// waiting reports whether d holds work that a Drain cannot take yet. It
-// is the one place that lists what Settle waits for: retries and delayed
-// events.
+// waiting reports whether d, with nothing queued, holds work that a Drain
+// cannot take yet: retries and delayed events, which wait for their time.
 func waiting(st dispatcher.Stats) bool {
-	return st.Queued > 0 || st.Retrying > 0 || st.Scheduled > 0
+	return st.Retrying > 0 || st.Scheduled > 0
 }
 
 // stopped reports whether a Drain error says more than that handlers

@@ -146,8 +146,7 @@ func (p *proc) afterPanic() {
 	}
 	err := p.callErr
 	p.calling, p.callErr = false, nil
-	p.resume, p.resumeFan, p.resumeAt = true, p.fan, p.fanAt+1
-	p.fan = nil
+	p.resume = true // process goes on after the call: p.fan and p.fanAt say where
 	p.fail(s, &j.ev, j.tr, err)
 }
 

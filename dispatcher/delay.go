@@ -20,7 +20,8 @@ import (
 // overflow policy (Block waits for one to come due; DropOldest discards
 // the delayed event emitted first). Stats.Scheduled counts them. Shutdown
 // waits for them, within its ctx; Close discards them (counted in Dropped,
-// OnDone told). Each costs one allocation.
+// OnDone told). Each costs an allocation at emit, and one more when a
+// consumer puts it in the time-ordered heap (TestEmitOptionAllocations).
 func After(d time.Duration) EmitOption { return delayOption{after: d} }
 
 // At delays an event until t, as After does; a t that has passed is no
@@ -134,10 +135,12 @@ func (p *pending) unreserve() {
 	p.schedFree.broadcast()
 }
 
-// discard is called for a job that is dropped: a delayed event that still
-// waited gives its place back. It reports whether the job is a zombie
-// (see tracker.zombie), which must not be counted again.
-func (p *pending) discard(t *tracker) (zombie bool) {
+// unschedule is called for a job that stops waiting for its due time: it
+// came due, or it is dropped. A delayed event that still waited gives its
+// place back. It reports whether the job is a zombie (see
+// tracker.zombie): one DropOldest cancelled, which must not be processed
+// or counted again.
+func (p *pending) unschedule(t *tracker) (zombie bool) {
 	if t == nil {
 		return false
 	}
@@ -148,22 +151,14 @@ func (p *pending) discard(t *tracker) (zombie bool) {
 	return t.sched.Load() == schedCancelled
 }
 
-// comeDue makes a delayed event that waited an event like any other. It
-// reports false for a zombie.
-func (p *pending) comeDue(t *tracker) bool {
-	if t.sched.CompareAndSwap(schedWaiting, schedNone) {
-		p.unreserve()
-		return true
-	}
-	return t.sched.Load() != schedCancelled
-}
-
 // popped is called for each event taken out of the ring: a delayed one no
-// longer counts as in the ring.
-func (p *pending) popped(e *entry) {
+// longer counts as in the ring. It reports whether e is delayed.
+func (p *pending) popped(e *entry) (delayed bool) {
 	if e.tr != nil && !e.tr.due.IsZero() {
 		p.schedInRing.Add(-1)
+		return true
 	}
+	return false
 }
 
 // postpone moves the jobs of jobs[from:] whose event waits for a due time
@@ -182,7 +177,7 @@ func (p *pending) postpone(jobs []job, from int) []job {
 				moved++
 				continue
 			}
-			p.comeDue(t)
+			p.unschedule(t)
 		}
 		out = append(out, j)
 	}

@@ -12,7 +12,7 @@ import (
 )
 
 // proc is one consumer: a worker of Run, or the deterministic consumer of
-// Tick, Drain and Shutdown's drain. Only the goroutine running it touches
+// Tick, Drain, Shutdown's drain and Flush without Run. Only the goroutine running it touches
 // its unexported state; other goroutines read only its atomics (held, goid
 // and the counters).
 type proc struct {
@@ -20,10 +20,9 @@ type proc struct {
 	ctx context.Context // given to handlers: it carries handlerKey
 
 	// held is how many jobs the consumer took and has not begun; Stats
-	// counts them as queued. Written only by the consumer, once per job,
-	// with atomicx.StoreRelease (see setHeld).
-	held  atomic.Uint64
-	heldN int // the last value stored in held
+	// counts them as queued. Written only by the consumer, with
+	// atomicx.StoreRelease, when it changes (see setHeld).
+	held atomic.Uint64
 	// goid is the id of the goroutine running a worker (0 for the
 	// deterministic consumer), so that Close can tell when it is called
 	// by one of the workers' handlers (see Close).
@@ -51,12 +50,10 @@ type proc struct {
 	fan       []*subscriber // the fan-out in progress, nil for a one-subscriber job
 	fanAt     int           // index in fan of the call in progress
 
-	// Where process goes on after a panic (see afterPanic): resume is set
-	// for the job at p.at, whose fan-out goes on at resumeFan[resumeAt:],
-	// or which is done when resumeFan is nil.
-	resume    bool
-	resumeFan []*subscriber
-	resumeAt  int
+	// resume is set after a panic (see afterPanic): process goes on with
+	// the job at p.at after the call that panicked, at fan[fanAt+1:], or
+	// ends the job when fan is nil (a one-subscriber job).
+	resume bool
 
 	// match's last answer: the subscribers of lastTopic under lastIndex.
 	scratch   []*subscriber
@@ -113,8 +110,7 @@ func newProc(d *Dispatcher, parts int, worker bool) *proc {
 // than a sequentially consistent one on amd64 (internal/ring/BENCHMARKS.md);
 // and only when the value changes.
 func (p *proc) setHeld(n int) {
-	if n != p.heldN {
-		p.heldN = n
+	if uint64(n) != p.held.Load() { // only p writes it: the load is its own value
 		atomicx.StoreRelease(&p.held, uint64(n))
 	}
 }
@@ -168,13 +164,12 @@ func (p *proc) process(j *job, keyed bool) bool {
 	from := 0
 	if p.resume {
 		p.resume = false
-		if p.resumeFan == nil {
+		if p.fan == nil {
 			p.ended(j.ev.ID) // its one call panicked
 			j.tr.release()
 			return true
 		}
-		subs, from = p.resumeFan, p.resumeAt
-		p.resumeFan = nil
+		subs, from = p.fan, p.fanAt+1
 	} else {
 		if j.tr.zombie() {
 			p.ended(j.ev.ID) // DropOldest discarded it while it was in the ring
@@ -365,7 +360,7 @@ func (p *proc) fail(s *subscriber, ev *Event, tr *tracker, err error) {
 		d.observeDrop(old.carried, Drop{Event: old.Event, Subscriber: old.Subscriber, Reason: DroppedDeadLetterLimit})
 	}
 	d.observeFailure(p, s, ev, tr, err, &dl)
-	if p.collect || tr != nil {
+	if p.collect || (tr != nil && tr.done != nil) { // somebody reads it
 		herr := &HandlerError{Subscriber: s.name, EventID: ev.ID, Topic: ev.Topic, Attempt: ev.Attempt, Err: err}
 		tr.fail(herr)
 		if p.collect {

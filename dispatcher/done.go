@@ -139,6 +139,20 @@ func (t *tracker) drop() {
 	}
 }
 
+// dropEntry discards e, popped from the ring at position pos: counted in
+// Stats.Dropped, observed with reason and its OnDone told; a zombie, which
+// was counted and told when DropOldest cancelled it, is only observed.
+func (d *Dispatcher) dropEntry(e *entry, pos uint64, reason DropReason) {
+	d.pend.popped(e)
+	if d.pend.unschedule(e.tr) {
+		d.observeDropEntry(e, pos, DroppedOldest)
+		return
+	}
+	d.dropped.Add(1)
+	d.observeDropEntry(e, pos, reason)
+	e.tr.drop()
+}
+
 // dropJobs discards jobs: counted in Stats.Dropped, their events' OnDone
 // told, and ended in p's ledger entries when a consumer drops them (p is
 // nil when Close drops everything: no Flush waits then).
@@ -147,7 +161,7 @@ func (d *Dispatcher) dropJobs(p *proc, jobs []job) {
 		if p != nil {
 			p.ended(jobs[i].ev.ID)
 		}
-		if d.pend.discard(jobs[i].tr) {
+		if d.pend.unschedule(jobs[i].tr) {
 			d.observeZombie(&jobs[i]) // counted when DropOldest cancelled it
 			continue
 		}

@@ -101,18 +101,19 @@ func (d *Dispatcher) emitSlow(ctx context.Context, e entry) error {
 			return ErrDropped
 		case DropOldest:
 			var buf [1]entry
-			d.ledger.evicting()
+			// Between its pop and its drop the evicted event is in no
+			// part of pending: it counts in Flush's ledger meanwhile, in
+			// the running grace period whatever its ID turns out to be
+			// (as ID 0, at most any period's end), so that no Flush
+			// returns before its drop. A grace period that starts in
+			// between counts it from the ledger's word and cannot end
+			// before the count is taken back. Consumers end grace
+			// periods; the event pushed next wakes one.
+			d.ledger.spawn(0, 1)
 			if n, pos := r.TryPopN(buf[:]); n == 1 {
-				d.pend.popped(&buf[0])
-				if !d.pend.discard(buf[0].tr) {
-					d.dropped.Add(1)
-					d.observeDropEntry(&buf[0], pos, DroppedOldest)
-					buf[0].tr.drop()
-				} else {
-					d.observeDropEntry(&buf[0], pos, DroppedOldest) // counted when it was cancelled
-				}
+				d.dropEntry(&buf[0], pos, DroppedOldest)
 			}
-			d.ledger.evicted()
+			d.ledger.spawn(0, -1)
 			if r.TryPush(e) {
 				d.notify()
 				return nil

@@ -123,7 +123,7 @@ func (d *Dispatcher) flushOnCaller(ctx context.Context, want uint64) (bool, erro
 			continue
 		}
 		// The caller is the only consumer and published all it took: if
-		// an emitter's eviction (see ledger.evicting) was the last thing
+		// an emitter's eviction (see emitSlow) was the last thing
 		// the grace period waited for, nobody else ends it.
 		d.checkGrace()
 		// Nothing was due: wait for the next retry or delayed event.
@@ -208,30 +208,6 @@ func (l *ledger) add(delta int64) *grace {
 func (l *ledger) spawn(id uint64, n int) {
 	if g := l.add(int64(n)); g != nil && id <= g.end {
 		g.old.Add(int64(n))
-	}
-}
-
-// evicting counts the job that an emitter under DropOldest is about to pop
-// from the ring to drop it, before the pop, and in the running grace
-// period whatever the popped event's ID turns out to be: between its pop
-// and its drop the event is in no part of pending, and a grace period
-// that ended then would let Flush return before the drop. evicted takes
-// the count back. (A grace period that starts in between counts the job
-// in its old count from the ledger's word, and evicted finds it there
-// too: it cannot end before evicted, so no other one starts.) The emitter
-// does not end a grace period: consumers do, after their own entries;
-// the event it pushes next wakes one.
-func (l *ledger) evicting() {
-	if g := l.add(1); g != nil {
-		g.old.Add(1)
-	}
-}
-
-// evicted takes back the count of evicting, once the popped event, if
-// any, was dropped.
-func (l *ledger) evicted() {
-	if g := l.add(-1); g != nil {
-		g.old.Add(-1)
 	}
 }
 

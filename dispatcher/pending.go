@@ -197,7 +197,7 @@ func (p *pending) moveDue(now time.Time) (moved int, next time.Time) {
 		}
 		j := heap.Pop(&p.waiting).(retryItem).job
 		if j.tr != nil {
-			p.comeDue(j.tr) // a delayed event: no zombie waits here
+			p.unschedule(j.tr) // a delayed event: no zombie waits here
 		}
 		p.ready.Push(j)
 		moved++
@@ -295,10 +295,15 @@ func (p *pending) take(dst []job, buf []entry, n int, b *bounds, keys bool) (job
 		var k int
 		k, first = p.ring.TryPopShare(buf[:n], b.parts)
 		popped = k
-		delayed := p.schedInRing.Load() > 0 // a delayed push counts itself first
-		if delayed {
+		// Only a take that popped a delayed event postpones (a clock
+		// read and a lock): a delayed push counts itself in schedInRing
+		// first, so none is missed when it is 0.
+		delayed := false
+		if p.schedInRing.Load() > 0 {
 			for i := range buf[:k] {
-				p.popped(&buf[i])
+				if p.popped(&buf[i]) {
+					delayed = true
+				}
 			}
 		}
 		if first+uint64(k) > b.ringEnd {
@@ -394,14 +399,7 @@ func (p *pending) clear(d *Dispatcher) {
 	for p.ring.Len() > 0 {
 		k, first := p.ring.TryPopN(buf[:])
 		for i := range buf[:k] {
-			p.popped(&buf[i])
-			if p.discard(buf[i].tr) {
-				d.observeDropEntry(&buf[i], first+uint64(i), DroppedOldest) // counted when it was cancelled
-				continue
-			}
-			d.dropped.Add(1)
-			d.observeDropEntry(&buf[i], first+uint64(i), DroppedClosed)
-			buf[i].tr.drop()
+			d.dropEntry(&buf[i], first+uint64(i), DroppedClosed)
 		}
 		clear(buf[:k])
 		if k == 0 {

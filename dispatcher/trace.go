@@ -90,10 +90,6 @@ func (ps propagators) Inject(ctx context.Context, carried any) context.Context {
 	return ctx
 }
 
-// noDone is the completion function of a tracker made only to carry a
-// propagated value (see carry): nobody waits for the event.
-func noDone(error) {}
-
 // carry stores what the propagator extracts from ctx in e, in its
 // tracker, made for the purpose if the emit has no OnDone: the ring's
 // slot has no room for another field, and an event without one must not
@@ -104,18 +100,20 @@ func (d *Dispatcher) carry(ctx context.Context, e *entry) {
 		return
 	}
 	if e.tr == nil {
-		e.tr = newTracker(noDone)
+		e.tr = carriedTracker(v)
+		return
 	}
 	e.tr.carried = v
 }
 
-// carriedTracker returns a tracker that only carries v, or nil for a nil
-// v: for a redelivery, whose OnDone was told long ago.
+// carriedTracker returns a tracker that only carries v (no completion
+// function: nobody waits for the event), or nil for a nil v: for an emit
+// without OnDone, and for a redelivery, whose OnDone was told long ago.
 func carriedTracker(v any) *tracker {
 	if v == nil {
 		return nil
 	}
-	t := newTracker(noDone)
+	t := newTracker(nil)
 	t.carried = v
 	return t
 }

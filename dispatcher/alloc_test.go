@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/ringbus/ringbus/dispatcher"
 )
@@ -89,5 +90,47 @@ func TestRunDoesNotAllocate(t *testing.T) {
 				t.Errorf("Run: %v", err)
 			}
 		})
+	}
+}
+
+// TestEmitOptionAllocations backs what the docs of OnDone and After say
+// they cost: an event with OnDone allocates its tracker, emitted and
+// drained; a delayed event its tracker at emit, and one more when a
+// consumer puts it in the time-ordered heap (container/heap boxes the
+// item). The options are made once, as a caller that emits in a loop
+// would.
+func TestEmitOptionAllocations(t *testing.T) {
+	ctx := context.Background()
+	d := newDispatcher(t, dispatcher.WithCapacity(1024))
+	subscribe(t, d, benchTopic, func(context.Context, dispatcher.Event) error { return nil })
+	ev := dispatcher.Event{Topic: benchTopic}
+	onDone := dispatcher.OnDone(func(error) {})
+	if n := testing.AllocsPerRun(100, func() {
+		if err := d.EmitEvent(ctx, ev, onDone); err != nil {
+			t.Fatalf("EmitEvent: %v", err)
+		}
+		if got, err := d.Drain(ctx, 0); got != 1 || err != nil {
+			t.Fatalf("Drain(0) = %d, %v, want 1, nil", got, err)
+		}
+	}); n != 1 {
+		t.Errorf("Emit with OnDone, then Drain: %v allocations, want 1", n)
+	}
+	after := dispatcher.After(time.Hour)
+	if n := testing.AllocsPerRun(100, func() {
+		if err := d.EmitEvent(ctx, ev, after); err != nil {
+			t.Fatalf("EmitEvent: %v", err)
+		}
+	}); n != 1 {
+		t.Errorf("Emit with After: %v allocations, want 1", n)
+	}
+	if n := testing.AllocsPerRun(100, func() {
+		if err := d.EmitEvent(ctx, ev, after); err != nil {
+			t.Fatalf("EmitEvent: %v", err)
+		}
+		if got, err := d.Drain(ctx, 0); got != 0 || err != nil {
+			t.Fatalf("Drain(0) = %d, %v, want 0, nil (not due)", got, err)
+		}
+	}); n != 2 {
+		t.Errorf("Emit with After, then a Drain that puts it in the heap: %v allocations, want 2", n)
 	}
 }

@@ -37,8 +37,8 @@ func (rs *runState) halt() { rs.cancel() }
 // A second Run while one runs, or Run while a Tick or Drain runs, returns
 // an error wrapping ErrRunning; Run while a Flush processes on its
 // caller's goroutine waits for that Flush to hand the queue over (at the
-// end of its current round) and to wait for the workers instead; Run after Shutdown or Close returns
-// ErrClosed. A nil ctx panics.
+// end of its current round) and to wait for the workers instead; Run
+// after Shutdown or Close returns ErrClosed. A nil ctx panics.
 func (d *Dispatcher) Run(ctx context.Context) error {
 	if ctx == nil {
 		panic("dispatcher: Run with a nil Context")
@@ -184,8 +184,9 @@ func (d *Dispatcher) endRun(ctx context.Context, rs *runState) error {
 
 // Shutdown stops the dispatcher gracefully. Emits from outside handlers get
 // ErrClosed at once; emits from handlers are still accepted. Everything
-// queued, every event handlers emit meanwhile and every pending retry is
-// processed (retries are waited for), then Run returns nil. Without Run,
+// queued, every event handlers emit meanwhile, every pending retry and
+// every delayed event is processed (retries and delayed events are waited
+// for), then Run returns nil. Without Run,
 // Shutdown does this work on the caller's goroutine.
 //
 // If ctx ends first, Shutdown closes the dispatcher as Close does (what is

@@ -315,7 +315,7 @@ func (d *Dispatcher) observeDropJobs(jobs []job) {
 	}
 }
 
-// logInfo logs a lifecycle line at Info (Warn when err is set).
+// logLifecycle logs a lifecycle line at Info (Warn when err is set).
 func (d *Dispatcher) logLifecycle(ctx context.Context, msg string, err error, attrs ...slog.Attr) {
 	ob := d.cfg.obs
 	if ob == nil || ob.log == nil {

@@ -48,8 +48,8 @@ func (d *Dispatcher) stepCall(ctx context.Context, name string, limit int, once 
 	return n, p.takeErr(err)
 }
 
-// ownStep makes the caller the owner of the queue for a Tick, Drain or
-// Shutdown's drain, or says why it cannot be.
+// ownStep makes the caller the owner of the queue for a Tick, Drain,
+// Shutdown's drain or Flush without Run, or says why it cannot be.
 func (d *Dispatcher) ownStep(name string) error {
 	if d.state.Load() != stateOpen && name != "Shutdown" {
 		return ErrClosed

@@ -126,8 +126,8 @@ func (d *Dispatcher) retryScheduled() {
 	}
 }
 
-// schedule is Run's scheduler: it makes retries ready when they are due
-// and wakes workers for them, and looks at the ring for blocked emitters
+// schedule is Run's scheduler: it makes retries and delayed events ready
+// when they are due and wakes workers for them, and looks at the ring for blocked emitters
 // roomLook after a worker asked it to (see roomMade).
 func (d *Dispatcher) schedule(rs *runState) {
 	t := time.NewTimer(time.Hour)

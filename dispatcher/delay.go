@@ -1,7 +1,6 @@
 package dispatcher
 
 import (
-	"container/heap"
 	"context"
 	"fmt"
 	"time"
@@ -173,7 +172,7 @@ func (p *pending) postpone(jobs []job, from int) []job {
 		if t := j.tr; t != nil && t.sched.Load() == schedWaiting {
 			if now.Before(t.due) {
 				p.seq++
-				heap.Push(&p.waiting, retryItem{job: j, due: t.due, seq: p.seq})
+				p.waiting.push(retryItem{job: j, due: t.due, seq: p.seq})
 				moved++
 				continue
 			}
@@ -235,7 +234,7 @@ func (d *Dispatcher) cancelFirstScheduled() {
 	var j job
 	inHeap := t.hidx >= 0
 	if inHeap {
-		j = heap.Remove(&p.waiting, t.hidx).(retryItem).job
+		j = p.waiting.remove(t.hidx).job
 		p.updateLocked()
 	}
 	p.mu.Unlock()

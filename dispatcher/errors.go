@@ -109,6 +109,35 @@ func (e *permanentError) Unwrap() error { return e.err }
 // was marked Permanent, or it is a payload type mismatch, which no retry
 // changes.
 func isPermanent(err error) bool {
-	var pe *permanentError
-	return errors.As(err, &pe) || errors.Is(err, ErrPayloadType)
+	return hasPermanent(err) || errors.Is(err, ErrPayloadType)
+}
+
+// hasPermanent reports whether err's tree holds a *permanentError, as
+// errors.As with a *permanentError target does. It walks the tree itself,
+// because errors.As's target escapes to the heap: an allocation at every
+// failure. An error with its own As method is handed to errors.As, which
+// honours it.
+func hasPermanent(err error) bool {
+	for {
+		switch x := err.(type) {
+		case nil:
+			return false
+		case *permanentError:
+			return true
+		case interface{ As(any) bool }:
+			var pe *permanentError
+			return errors.As(err, &pe)
+		case interface{ Unwrap() error }:
+			err = x.Unwrap()
+		case interface{ Unwrap() []error }:
+			for _, e := range x.Unwrap() {
+				if hasPermanent(e) {
+					return true
+				}
+			}
+			return false
+		default:
+			return false
+		}
+	}
 }

@@ -2,7 +2,6 @@ package dispatcher
 
 import (
 	"cmp"
-	"container/heap"
 	"runtime"
 	"slices"
 	"sync"
@@ -147,7 +146,7 @@ func (p *pending) retry(j job, due time.Time) bool {
 		p.ready.Push(j)
 	} else {
 		p.seq++
-		heap.Push(&p.waiting, retryItem{job: j, due: due, seq: p.seq})
+		p.waiting.push(retryItem{job: j, due: due, seq: p.seq})
 	}
 	p.updateLocked()
 	return true
@@ -195,7 +194,7 @@ func (p *pending) moveDue(now time.Time) (moved int, next time.Time) {
 			next = it.due
 			break
 		}
-		j := heap.Pop(&p.waiting).(retryItem).job
+		j := p.waiting.pop().job
 		if j.tr != nil {
 			p.unschedule(j.tr) // a delayed event: no zombie waits here
 		}
@@ -457,33 +456,88 @@ type retryItem struct {
 }
 
 // retryHeap is a min-heap of retries by due time, then scheduling order.
+// It is typed, not a container/heap.Interface, whose Push and Pop pass
+// each item boxed in an interface: an allocation per retry.
 type retryHeap []retryItem
 
 func (h retryHeap) Len() int { return len(h) }
-func (h retryHeap) Less(i, j int) bool {
+
+func (h retryHeap) less(i, j int) bool {
 	if !h[i].due.Equal(h[j].due) {
 		return h[i].due.Before(h[j].due)
 	}
 	return h[i].seq < h[j].seq
 }
-func (h retryHeap) Swap(i, j int) {
+
+func (h retryHeap) swap(i, j int) {
 	h[i], h[j] = h[j], h[i]
 	h.place(i)
 	h.place(j)
 }
-func (h *retryHeap) Push(x any) {
-	*h = append(*h, x.(retryItem))
-	h.place(len(*h) - 1)
+
+// push adds it.
+func (h *retryHeap) push(it retryItem) {
+	*h = append(*h, it)
+	n := len(*h) - 1
+	h.place(n)
+	h.up(n)
 }
-func (h *retryHeap) Pop() any {
-	old := *h
-	it := old[len(old)-1]
-	old[len(old)-1] = retryItem{} // keep no payload reachable
-	*h = old[:len(old)-1]
+
+// pop removes and returns the earliest item. The heap is not empty.
+func (h *retryHeap) pop() retryItem { return h.remove(0) }
+
+// remove removes and returns the item at i, clearing its slot so that no
+// payload stays reachable.
+func (h *retryHeap) remove(i int) retryItem {
+	s := *h
+	n := len(s) - 1
+	if i != n {
+		s.swap(i, n)
+		if !s[:n].down(i) {
+			s[:n].up(i)
+		}
+	}
+	it := s[n]
+	s[n] = retryItem{}
+	*h = s[:n]
 	if it.tr != nil && it.tr.hidx >= 0 {
 		it.tr.hidx = -1
 	}
 	return it
+}
+
+// up moves the item at j towards the root while it is earlier than its
+// parent.
+func (h retryHeap) up(j int) {
+	for j > 0 {
+		i := (j - 1) / 2
+		if !h.less(j, i) {
+			return
+		}
+		h.swap(i, j)
+		j = i
+	}
+}
+
+// down moves the item at i0 towards the leaves while a child is earlier,
+// and reports whether it moved.
+func (h retryHeap) down(i0 int) bool {
+	i := i0
+	for {
+		j := 2*i + 1
+		if j >= len(h) {
+			break
+		}
+		if k := j + 1; k < len(h) && h.less(k, j) {
+			j = k
+		}
+		if !h.less(j, i) {
+			break
+		}
+		h.swap(i, j)
+		i = j
+	}
+	return i > i0
 }
 
 // place records where the delayed event at i waits, for DropOldest (see

@@ -82,6 +82,12 @@ func TestPermanentFailureIsNeverRetried(t *testing.T) {
 			wantIs: []error{sentinel, coded},
 		},
 		{
+			name: "Permanent reached only through an As method",
+			give: func(context.Context, dispatcher.Event) error {
+				return asOnly{inner: dispatcher.Permanent(sentinel)}
+			},
+		},
+		{
 			name:     "Permanent by a middleware",
 			give:     func(context.Context, dispatcher.Event) error { return coded },
 			mw:       []dispatcher.Middleware{asPermanent},
@@ -628,3 +634,10 @@ func TestPolicyMiddlewareSeesTheCall(t *testing.T) {
 		}
 	})
 }
+
+// asOnly exposes the error it holds to errors.As through its As method
+// alone, without Unwrap: errors.Is does not see inside it, errors.As does.
+type asOnly struct{ inner error }
+
+func (e asOnly) Error() string      { return "as-only: " + e.inner.Error() }
+func (e asOnly) As(target any) bool { return errors.As(e.inner, target) }

@@ -390,3 +390,14 @@ func TestBackoffPanicRun(t *testing.T) {
 		checkBackoffDeadLetter(t, d)
 	})
 }
+
+// TestRetryHeap checks the waiting retries' heap against a sorted list:
+// order by due time then scheduling order, the index each delayed event's
+// tracker records (DropOldest removes by it), and cleared slots.
+func TestRetryHeap(t *testing.T) {
+	for seed := range uint64(20) {
+		if err := dispatcher.CheckRetryHeap(seed, 2000); err != nil {
+			t.Fatalf("seed %d: %v", seed, err)
+		}
+	}
+}

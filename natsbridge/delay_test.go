@@ -180,6 +180,18 @@ func TestDelayedRefused(t *testing.T) {
 		t.Errorf("a past due time on a stream without schedules: %v, want no error (no delay)", err)
 	}
 
+	// Under interest retention, a consumer's ack of a schedule message
+	// (which it skips) could delete the schedule before it fires.
+	interest := newBridge(t, srv, natsbridge.Config{Stream: "INTEREST", Prefix: "interest", Configure: func(c *jetstream.StreamConfig) {
+		c.Retention = jetstream.InterestPolicy
+	}})
+	if err := interest.Publish(ctx, e, natsbridge.After(time.Minute)); !errors.Is(err, natsbridge.ErrSchedule) {
+		t.Errorf("a delay on a stream with interest retention: %v, want ErrSchedule", err)
+	}
+	if err := interest.Publish(ctx, e); err != nil {
+		t.Errorf("an undelayed publish on a stream with interest retention: %v", err)
+	}
+
 	aged := newBridge(t, srv, natsbridge.Config{Stream: "AGED", Prefix: "aged", Configure: func(c *jetstream.StreamConfig) {
 		c.MaxAge = time.Hour
 	}})

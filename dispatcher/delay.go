@@ -19,8 +19,8 @@ import (
 // overflow policy (Block waits for one to come due; DropOldest discards
 // the delayed event emitted first). Stats.Scheduled counts them. Shutdown
 // waits for them, within its ctx; Close discards them (counted in Dropped,
-// OnDone told). Each costs an allocation at emit, and one more when a
-// consumer puts it in the time-ordered heap (TestEmitOptionAllocations).
+// OnDone told). Each costs one allocation, at emit; the time-ordered heap
+// adds none (TestEmitOptionAllocations).
 func After(d time.Duration) EmitOption { return delayOption{after: d} }
 
 // At delays an event until t, as After does; a t that has passed is no

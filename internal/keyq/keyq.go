@@ -231,17 +231,10 @@ func (q *Queue[T]) order(kept []T, rounds []int32, top int) {
 // the ownership. Otherwise k becomes free and Release returns false.
 // Releasing a key that is not owned is a bug in the caller and panics.
 func (q *Queue[T]) Release(k string) (next T, ok bool) {
-	q.mu.Lock()
-	defer q.mu.Unlock()
-	b := q.keys[k]
-	if b == nil || !b.owned {
-		panic("keyq: Release of a key that is not owned: " + k)
+	var one [1]T
+	if got, ok := q.ReleaseN(k, one[:0], 1); ok {
+		return got[0], true
 	}
-	if b.Len() > 0 {
-		q.n.Add(-1)
-		return b.Pop(), true
-	}
-	q.disown(k, b)
 	return next, false
 }
 

@@ -25,17 +25,17 @@ func After(d time.Duration) EmitOption { return delayOption{after: d} }
 
 // At delays an event until t, as After does; a t that has passed is no
 // delay.
-func At(t time.Time) EmitOption { return delayOption{at: t, abs: true} }
+func At(t time.Time) EmitOption { return delayOption{at: t} }
 
+// delayOption is After's (after) or At's (at, not zero). At with the zero
+// time is a time long past: no delay, as After(0) is.
 type delayOption struct {
 	after time.Duration
 	at    time.Time
-	abs   bool
 }
 
 func (o delayOption) applyEmit(c emitConfig) emitConfig {
-	c.at = true
-	if o.abs {
+	if !o.at.IsZero() {
 		c.due = o.at
 	} else {
 		c.due = time.Now().Add(o.after)

@@ -15,8 +15,7 @@ type EmitOption interface {
 
 type emitConfig struct {
 	done func(err error)
-	due  time.Time // After and At: when the event becomes deliverable
-	at   bool      // After or At was given
+	due  time.Time // After and At: when the event becomes deliverable; zero: no delay
 }
 
 type onDone func(err error)

@@ -33,7 +33,7 @@ func (d *Dispatcher) EmitEvent(ctx context.Context, e Event, opts ...EmitOption)
 				c = o.applyEmit(c)
 			}
 		}
-		delayed := c.at && time.Now().Before(c.due)
+		delayed := !c.due.IsZero() && time.Now().Before(c.due)
 		if c.done != nil || delayed {
 			en.tr = newTracker(c.done)
 		}

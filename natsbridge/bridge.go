@@ -221,9 +221,8 @@ func (b *Bridge) Subject(topic string) string { return b.cfg.Prefix + "." + topi
 type PublishOption interface{ applyPublish(*pubConfig) }
 
 type pubConfig struct {
-	id      string
-	due     time.Time // when a delayed event is due
-	delayed bool
+	id  string
+	due time.Time // when a delayed event is due; zero: no delay
 }
 
 type msgID string
@@ -236,15 +235,15 @@ func (id msgID) applyPublish(c *pubConfig) { c.id = string(id) }
 // twice. Default: a new unique id for each call.
 func MsgID(id string) PublishOption { return msgID(id) }
 
+// delay is After's (after) or At's (at, not zero). At with the zero time
+// is a time long past: no delay, as After(0) is.
 type delay struct {
 	after time.Duration
 	at    time.Time
-	abs   bool
 }
 
 func (o delay) applyPublish(c *pubConfig) {
-	c.delayed = true
-	if o.abs {
+	if !o.at.IsZero() {
 		c.due = o.at
 	} else {
 		c.due = time.Now().Add(o.after)
@@ -262,7 +261,7 @@ func After(d time.Duration) PublishOption { return delay{after: d} }
 
 // At delays the event durably until t, as After does; a t that has
 // passed is no delay.
-func At(t time.Time) PublishOption { return delay{at: t, abs: true} }
+func At(t time.Time) PublishOption { return delay{at: t} }
 
 // Publish stores e's Topic, Key and Payload in the stream and returns once
 // the stream acknowledged it: from then on the event survives the death
@@ -317,7 +316,7 @@ func (b *Bridge) message(e dispatcher.Event, opts []PublishOption) (*nats.Msg, e
 	if e.Key != "" {
 		m.Header.Set(HeaderKey, e.Key)
 	}
-	if pc.delayed {
+	if !pc.due.IsZero() {
 		if err := b.schedule(m, pc); err != nil {
 			return nil, err
 		}

@@ -401,6 +401,9 @@ func callBackoff(backoff func(int) time.Duration, attempt int) (delay time.Durat
 // takeErr returns the failures collected since the last call, joined with
 // extra, and resets the collection.
 func (p *proc) takeErr(extra error) error {
+	if len(p.errs) == 0 {
+		return extra // the usual Drain: nothing to join
+	}
 	errs := p.errs
 	if extra != nil {
 		errs = append(errs, extra)

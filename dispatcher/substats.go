@@ -71,9 +71,10 @@ const tallySlots = 4
 // subscribers outlive a batch, like match's last answer, and are forgotten
 // with it (see proc.forgetMatch).
 type tally struct {
-	subs [tallySlots]*subscriber
-	n    [tallySlots]uint64
-	next int // the slot to evict on a miss, round robin
+	subs   [tallySlots]*subscriber
+	n      [tallySlots]uint64
+	next   int  // the slot to evict on a miss, round robin
+	others bool // a slot other than the first may hold a count
 }
 
 // countDelivered counts a successful call of s: in p's delivered, which
@@ -94,6 +95,7 @@ func (p *proc) countDelivered(s *subscriber) {
 // subscriber had.
 func (p *proc) tallyOther(s *subscriber) {
 	t := &p.tally
+	t.others = true
 	for i := 1; i < tallySlots; i++ {
 		if t.subs[i] == s {
 			t.n[i]++
@@ -112,8 +114,16 @@ func (p *proc) tallyOther(s *subscriber) {
 // that the next batch of the same topics finds them in their slots.
 func (p *proc) flushTally() {
 	t := &p.tally
-	for i := range t.subs {
-		if t.n[i] > 0 { // then subs[i] is set
+	if t.n[0] > 0 { // then subs[0] is set
+		p.addDelivered(t.subs[0], t.n[0])
+		t.n[0] = 0
+	}
+	if !t.others {
+		return // one subscriber per topic: the first slot is all there is
+	}
+	t.others = false
+	for i := 1; i < tallySlots; i++ {
+		if t.n[i] > 0 {
 			p.addDelivered(t.subs[i], t.n[i])
 			t.n[i] = 0
 		}

@@ -85,8 +85,8 @@ func TestAfterIsDueToTheNanosecond(t *testing.T) {
 	})
 }
 
-// TestAtInThePastIsNow: At a time that has passed, or After zero, is no
-// delay.
+// TestAtInThePastIsNow: At a time that has passed (the zero time
+// included), or After zero or less, is no delay.
 func TestAtInThePastIsNow(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		d := newDispatcher(t)
@@ -94,13 +94,16 @@ func TestAtInThePastIsNow(t *testing.T) {
 		subscribe(t, d, "later", h.handler)
 		emitDelayed(t, d, "", "past", dispatcher.At(time.Now().Add(-time.Hour)))
 		emitDelayed(t, d, "", "now", dispatcher.At(time.Now()))
+		emitDelayed(t, d, "", "zero-time", dispatcher.At(time.Time{}))
 		emitDelayed(t, d, "", "zero", dispatcher.After(0))
-		if st := d.Stats(); st.Scheduled != 0 || st.Queued != 3 {
-			t.Fatalf("Scheduled %d, Queued %d; want 0, 3", st.Scheduled, st.Queued)
+		emitDelayed(t, d, "", "negative", dispatcher.After(-time.Second))
+		want := []string{"past", "now", "zero-time", "zero", "negative"}
+		if st := d.Stats(); st.Scheduled != 0 || st.Queued != len(want) {
+			t.Fatalf("Scheduled %d, Queued %d; want 0, %d", st.Scheduled, st.Queued, len(want))
 		}
 		drain(t, d)
-		if got := h.got(); !slices.Equal(got, []string{"past", "now", "zero"}) {
-			t.Errorf("handled %v, want [past now zero]", got)
+		if got := h.got(); !slices.Equal(got, want) {
+			t.Errorf("handled %v, want %v", got, want)
 		}
 	})
 }
@@ -443,5 +446,95 @@ func checkManyDelayed(t *testing.T, n int) {
 			t.Errorf("handled %d of %d, %d before their due time", handled.Load(), n, late.Load())
 		}
 		stopRun(t, context.Background(), d, wait)
+	})
+}
+
+// gateProp is a Propagator whose Extract holds an emit whose ctx carries
+// gateKey: it says so on arrived and waits for proceed. Extract runs after
+// the emit's state check and before its event is queued, so the held emit
+// goes on as one that began before a Close.
+type gateProp struct{ arrived, proceed chan struct{} }
+
+type gateKey struct{}
+
+func (g gateProp) Extract(ctx context.Context) any {
+	if ctx.Value(gateKey{}) != nil {
+		g.arrived <- struct{}{}
+		<-g.proceed
+	}
+	return nil
+}
+
+func (gateProp) Inject(ctx context.Context, _ any) context.Context { return ctx }
+
+// TestCloseRacingADelayedEmitUnderDropOldest: Close has taken the waiting
+// delayed events out of the time heap and is dropping what was pending,
+// a due retry first, when a delayed emit that began before it finds every
+// delayed place taken and, under DropOldest, discards the first delayed
+// event, which still counts as waiting. That event must be dropped once,
+// not looked for in the emptied heap (which panicked), and everything
+// else accounted for exactly once.
+func TestCloseRacingADelayedEmitUnderDropOldest(t *testing.T) {
+	const capacity = 4
+	synctest.Test(t, func(t *testing.T) {
+		gate := gateProp{arrived: make(chan struct{}), proceed: make(chan struct{})}
+		emitted := make(chan error, 1)
+		var lateErr error
+		var released sync.Once
+		d := newDispatcher(t, dispatcher.WithCapacity(capacity), dispatcher.WithOverflow(dispatcher.DropOldest),
+			dispatcher.WithPropagator(gate),
+			dispatcher.WithObserver(dispatcher.Observer{Dropped: func(_ context.Context, dr dispatcher.Drop) {
+				if dr.Subscriber == "" {
+					return // an event's drop, not the retry's
+				}
+				// Close drops the due retry before the delayed events:
+				// let the held emit go on now, and wait for it.
+				released.Do(func() {
+					gate.proceed <- struct{}{}
+					lateErr = <-emitted
+				})
+			}}))
+		subscribe(t, d, "job", func(context.Context, dispatcher.Event) error { return errors.New("fails") },
+			dispatcher.WithName("failing"), dispatcher.WithRetry(3, nil))
+		subscribe(t, d, "later", func(context.Context, dispatcher.Event) error { return nil })
+		ctx := context.Background()
+		emit(t, d, "job", nil)
+		if _, err := d.Tick(ctx); err != nil { // the job fails: its retry is due at once
+			t.Fatalf("Tick() error = %v", err)
+		}
+		var r doneRecorder
+		names := []string{"a", "b", "c", "d"}
+		for _, name := range names {
+			if err := d.EmitEvent(ctx, dispatcher.Event{Topic: "later"}, dispatcher.After(time.Hour), r.option(name)); err != nil {
+				t.Fatalf("EmitEvent(%s) error = %v", name, err)
+			}
+		}
+		if _, err := d.Tick(ctx); err != nil { // the retry fails, the next is due at once; the delayed events wait
+			t.Fatalf("Tick() error = %v", err)
+		}
+		if st := d.Stats(); st.Scheduled != capacity || st.Retrying != 1 {
+			t.Fatalf("Stats %+v, want Scheduled %d and Retrying 1", st, capacity)
+		}
+		go func() {
+			emitted <- d.EmitEvent(context.WithValue(ctx, gateKey{}, true), dispatcher.Event{Topic: "later"}, dispatcher.After(time.Hour), r.option("late"))
+		}()
+		<-gate.arrived
+		if err := d.Close(); !errors.Is(err, dispatcher.ErrDropped) {
+			t.Errorf("Close() error = %v, want ErrDropped", err)
+		}
+		if !errors.Is(lateErr, dispatcher.ErrClosed) {
+			t.Errorf("the emit held across Close: %v, want ErrClosed", lateErr)
+		}
+		for _, name := range names {
+			if err := r.once(t, name); !errors.Is(err, dispatcher.ErrDropped) {
+				t.Errorf("OnDone(%s) = %v, want ErrDropped", name, err)
+			}
+		}
+		if calls := r.calls("late"); len(calls) != 0 {
+			t.Errorf("OnDone of the refused emit called: %v", calls)
+		}
+		if st := d.Stats(); st.Dropped != 1+capacity || st.Failed != 2 || st.Scheduled != 0 || st.Queued != 0 || st.Retrying != 0 {
+			t.Errorf("Stats %+v, want Dropped %d and nothing pending", st, 1+capacity)
+		}
 	})
 }

@@ -67,6 +67,9 @@ func CheckRetryHeap(seed uint64, ops int) error {
 			if got.ev.ID != want.ev.ID {
 				return fmt.Errorf("op %d: pop = ID %d, want %d", op, got.ev.ID, want.ev.ID)
 			}
+			if got.tr != nil && got.tr.hidx != -1 {
+				return fmt.Errorf("op %d: a popped delayed event's tracker still records index %d", op, got.tr.hidx)
+			}
 			delayed = slices.DeleteFunc(delayed, func(t *tracker) bool { return t == got.tr })
 		default:
 			t := delayed[rng.IntN(len(delayed))]
@@ -82,6 +85,11 @@ func CheckRetryHeap(seed uint64, ops int) error {
 		}
 		if len(h) != len(model) {
 			return fmt.Errorf("op %d: %d items, want %d", op, len(h), len(model))
+		}
+		for i, it := range h {
+			if it.tr != nil && it.tr.hidx != i {
+				return fmt.Errorf("op %d: the delayed event at %d records index %d", op, i, it.tr.hidx)
+			}
 		}
 		if cap(h) > len(h) && h[:cap(h)][len(h)].ev.ID != 0 {
 			return fmt.Errorf("op %d: a removed item stays reachable past the heap's end", op)

@@ -416,6 +416,12 @@ func (p *pending) clear(d *Dispatcher) {
 	dropped = append(dropped, p.carry.Items()...)
 	dropped = append(dropped, p.ready.Items()...)
 	for i := range p.waiting {
+		if tr := p.waiting[i].tr; tr != nil {
+			// Out of the heap: a DropOldest emit that cancels this
+			// delayed event before dropJobs reaches it must not look
+			// for it there (see cancelFirstScheduled).
+			tr.hidx = -1
+		}
 		dropped = append(dropped, p.waiting[i].job)
 	}
 	p.carry.Reset()

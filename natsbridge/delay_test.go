@@ -179,6 +179,9 @@ func TestDelayedRefused(t *testing.T) {
 	if err := off.Publish(ctx, e, natsbridge.At(time.Now().Add(-time.Minute))); err != nil {
 		t.Errorf("a past due time on a stream without schedules: %v, want no error (no delay)", err)
 	}
+	if err := off.Publish(ctx, e, natsbridge.At(time.Time{})); err != nil {
+		t.Errorf("At the zero time on a stream without schedules: %v, want no error (no delay)", err)
+	}
 
 	// Under interest retention, a consumer's ack of a schedule message
 	// (which it skips) could delete the schedule before it fires.

@@ -52,7 +52,10 @@ func (d *Dispatcher) emitDelayed(ctx context.Context, e entry) error {
 	p := d.pend
 	e.tr.sched.Store(schedWaiting)
 	p.schedInRing.Add(1)
-	if err := d.emitSlow(ctx, e); err != nil { // it pushes at once when there is room
+	p.schedPushing.Add(1)
+	err := d.emitSlow(ctx, e) // it pushes at once when there is room
+	p.schedPushing.Add(-1)
+	if err != nil {
 		// Refused: nobody saw it (DropOldest can cancel only what is in
 		// schedOrder), so it is neither counted nor told.
 		p.schedInRing.Add(-1)
@@ -250,7 +253,15 @@ func (d *Dispatcher) cancelFirstScheduled() {
 		// the ledger after its OnDone, so that no Flush returns before.
 		// The delayed event whose emit cancelled it comes next, and the
 		// consumer that takes it ends a grace period this one completes.
+		// A Flush without Run is that consumer, and may be waiting for
+		// the cancelled event's due time: it looks again now.
 		d.ledger.spawn(j.ev.ID, -1)
+		if d.flushing.Load() {
+			select {
+			case d.flushLook <- struct{}{}:
+			default:
+			}
+		}
 	}
 }
 

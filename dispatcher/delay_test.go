@@ -538,3 +538,62 @@ func TestCloseRacingADelayedEmitUnderDropOldest(t *testing.T) {
 		}
 	})
 }
+
+// TestStatsWhileADelayedEmitWaitsForRoom: under Block, a delayed emit
+// that waits for room in a full ring is not accepted yet: Stats counts it
+// neither as scheduled nor against the events queued. It reserves its
+// delayed place and counts itself as in the ring (so that a consumer that
+// pops it postpones it) before it waits, and Stats read a full ring of 4
+// as Queued 3, Scheduled 1 for as long as it waited.
+func TestStatsWhileADelayedEmitWaitsForRoom(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		const capacity = 4
+		d := newDispatcher(t, dispatcher.WithCapacity(capacity), dispatcher.WithOverflow(dispatcher.Block))
+		subscribe(t, d, "now", func(context.Context, dispatcher.Event) error { return nil })
+		subscribe(t, d, "later", func(context.Context, dispatcher.Event) error { return nil })
+		for range capacity {
+			emit(t, d, "now", nil)
+		}
+		ctx := context.Background()
+		emitted := make(chan error, 1)
+		go func() {
+			emitted <- d.EmitEvent(ctx, dispatcher.Event{Topic: "later"}, dispatcher.After(time.Hour))
+		}()
+		synctest.Wait() // the delayed emit waits for room
+		if st := d.Stats(); st.Queued != capacity || st.Scheduled != 0 || st.Emitted != capacity {
+			t.Errorf("Stats %+v while a delayed emit waits for room, want Queued %d, Scheduled 0, Emitted %d", st, capacity, capacity)
+		}
+		drain(t, d)
+		if err := <-emitted; err != nil {
+			t.Fatalf("EmitEvent error = %v", err)
+		}
+		if st := d.Stats(); st.Queued != 0 || st.Scheduled != 1 {
+			t.Errorf("Stats %+v once accepted, want Queued 0, Scheduled 1", st)
+		}
+	})
+}
+
+// TestDrainLimitCountsOnlyProcessedEvents: Drain's limit counts the events
+// it processes, not the delayed ones it moves to the time heap on the way:
+// Drain(ctx, 1) with a delayed event ahead of a ready one processes the
+// ready one. It returned 0 with the ready event still queued, so a caller
+// draining one at a time until 0 stopped with work left.
+func TestDrainLimitCountsOnlyProcessedEvents(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		d := newDispatcher(t)
+		h := record(t, d, "now")
+		subscribe(t, d, "later", func(context.Context, dispatcher.Event) error { return nil })
+		ctx := context.Background()
+		if err := d.EmitEvent(ctx, dispatcher.Event{Topic: "later"}, dispatcher.After(time.Hour)); err != nil {
+			t.Fatalf("EmitEvent error = %v", err)
+		}
+		emit(t, d, "now", nil)
+		n, err := d.Drain(ctx, 1)
+		if err != nil {
+			t.Fatalf("Drain(1) error = %v", err)
+		}
+		if n != 1 || len(*h) != 1 {
+			t.Errorf("Drain(1) = %d, handled %d, with a ready event queued behind a delayed one; want 1 and 1 (Stats %+v)", n, len(*h), d.Stats())
+		}
+	})
+}

@@ -73,11 +73,12 @@ type Dispatcher struct {
 	roomAsked atomic.Bool
 
 	// A Flush without Run owns the queue (flushing, set under lifeMu);
-	// runWaits counts the Runs waiting for it to give the queue up, and
-	// flushYield tells it they do.
-	flushing   atomic.Bool
-	runWaits   atomic.Int32
-	flushYield chan struct{}
+	// runWaits counts the Runs waiting for it to give the queue up.
+	// flushLook tells it to look again while it waits for a due time: a
+	// Run waits, or DropOldest cancelled a delayed event it may wait for.
+	flushing  atomic.Bool
+	runWaits  atomic.Int32
+	flushLook chan struct{}
 
 	lifeMu sync.Mutex
 	rs     *runState     // non-nil while Run runs; guarded by lifeMu
@@ -95,13 +96,13 @@ func New(opts ...Option) (*Dispatcher, error) {
 	}
 	retryWake := make(chan struct{}, 1)
 	d := &Dispatcher{
-		cfg:        cfg,
-		pend:       newPending(cfg.capacity, retryWake),
-		wake:       make(chan struct{}, cfg.workers),
-		closed:     make(chan struct{}),
-		retryWake:  retryWake,
-		roomWake:   make(chan struct{}, 1),
-		flushYield: make(chan struct{}, 1),
+		cfg:       cfg,
+		pend:      newPending(cfg.capacity, retryWake),
+		wake:      make(chan struct{}, cfg.workers),
+		closed:    make(chan struct{}),
+		retryWake: retryWake,
+		roomWake:  make(chan struct{}, 1),
+		flushLook: make(chan struct{}, 1),
 	}
 	d.ring = d.pend.ring
 	d.ledger.word.Store(netBias) // no job outside the ring
@@ -157,9 +158,11 @@ func (d *Dispatcher) Stats() Stats {
 		st.DeadLettered += p.c.deadLettered.Load()
 	})
 	st.Queued, st.Retrying = d.pend.sizes()
-	// A delayed event still in the ring counts as scheduled, not queued.
+	// A delayed event still in the ring counts as scheduled, not queued;
+	// one whose emit has not pushed it yet counts as neither.
+	pushing := d.pend.schedPushing.Load()
 	sched, inRing := d.pend.scheduled.Load(), d.pend.schedInRing.Load()
-	st.Queued = max(st.Queued-int(inRing), 0)
-	st.Scheduled = int(max(sched, 0))
+	st.Queued = max(st.Queued-int(inRing-pushing), 0)
+	st.Scheduled = int(max(sched-pushing, 0))
 	return st
 }

@@ -116,7 +116,10 @@ func (d *Dispatcher) flushOnCaller(ctx context.Context, want uint64) (bool, erro
 		n, err := d.consume(ctx, 0, true)
 		switch {
 		case err == ErrClosed:
-			return true, nil // Close dropped what is left
+			// Close is dropping what is left, on its own goroutine:
+			// its drop is over (every OnDone told) when it marks the
+			// dispatcher closed.
+			return true, d.awaitClosed(ctx)
 		case err != nil:
 			return true, err
 		case n > 0:
@@ -134,7 +137,7 @@ func (d *Dispatcher) flushOnCaller(ctx context.Context, want uint64) (bool, erro
 			runtime.Gosched()
 			continue
 		}
-		switch err := d.awaitDue(ctx, next, g.done, d.flushYield); {
+		switch err := d.awaitDue(ctx, next, g.done, d.flushLook); {
 		case err == ErrClosed:
 			return true, nil // Close dropped what we waited for
 		case err != nil:

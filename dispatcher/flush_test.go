@@ -375,3 +375,107 @@ func TestRunTakesOverFromFlush(t *testing.T) {
 		stopRun(t, context.Background(), d, wait)
 	})
 }
+
+// TestFlushWithoutRunWaitsForClosesDrop: a Flush without Run that meets a
+// Close from another goroutine returns once Close has finished its drop:
+// an event accepted before the Flush (here a delayed one in the time heap)
+// has had its OnDone by then. Close sets the closed state before it drops,
+// and the Flush's rounds stop at the state: Flush returned at once, before
+// the drop, until it waited for Close to mark the dispatcher closed.
+func TestFlushWithoutRunWaitsForClosesDrop(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		inHook := make(chan struct{})
+		release := make(chan struct{})
+		d := newDispatcher(t, dispatcher.WithObserver(dispatcher.Observer{Dropped: func(_ context.Context, dr dispatcher.Drop) {
+			if dr.Event.Topic == "later" && dr.Reason == dispatcher.DroppedClosed {
+				inHook <- struct{}{}
+				<-release // Close is in the middle of its drop
+			}
+		}}))
+		started, proceed := make(chan struct{}), make(chan struct{})
+		subscribe(t, d, "slow", func(context.Context, dispatcher.Event) error {
+			started <- struct{}{}
+			<-proceed
+			return nil
+		})
+		subscribe(t, d, "later", func(context.Context, dispatcher.Event) error { return nil })
+		ctx := context.Background()
+		var r doneRecorder
+		if err := d.EmitEvent(ctx, dispatcher.Event{Topic: "later"}, dispatcher.After(time.Hour), r.option("x")); err != nil {
+			t.Fatalf("EmitEvent(x) error = %v", err)
+		}
+		if _, err := d.Tick(ctx); err != nil { // x goes to the time heap
+			t.Fatalf("Tick() error = %v", err)
+		}
+		emit(t, d, "slow", nil)
+		flushed := make(chan error, 1)
+		go func() { flushed <- d.Flush(ctx) }()
+		<-started // the Flush runs slow's handler
+		closed := make(chan error, 1)
+		go func() { closed <- d.Close() }()
+		<-inHook // Close is dropping x
+		proceed <- struct{}{}
+		synctest.Wait()
+		select {
+		case err := <-flushed:
+			if calls := r.calls("x"); len(calls) == 0 {
+				t.Errorf("Flush() = %v returned while Close was still dropping x: x's OnDone not called yet (Dropped %d)", err, d.Stats().Dropped)
+			}
+			close(release)
+		default:
+			close(release)
+			if err := <-flushed; err != nil {
+				t.Errorf("Flush() error = %v", err)
+			}
+		}
+		<-closed
+		if err := r.once(t, "x"); !errors.Is(err, dispatcher.ErrDropped) {
+			t.Errorf("OnDone(x) = %v, want ErrDropped", err)
+		}
+	})
+}
+
+// TestFlushWithoutRunEndsWhenDropOldestCancelsWhatItWaits: a Flush without
+// Run that waits for the due time of delayed events returns as soon as a
+// DropOldest emit cancels them (they are finished: dropped, OnDone told),
+// not at their old due time. Nothing woke it before: it slept until then
+// (an hour here; a day with At a day ahead).
+func TestFlushWithoutRunEndsWhenDropOldestCancelsWhatItWaits(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		d := newDispatcher(t, dispatcher.WithCapacity(2), dispatcher.WithOverflow(dispatcher.DropOldest))
+		subscribe(t, d, "later", func(context.Context, dispatcher.Event) error { return nil })
+		ctx := context.Background()
+		var r doneRecorder
+		for _, name := range []string{"x1", "x2"} {
+			if err := d.EmitEvent(ctx, dispatcher.Event{Topic: "later"}, dispatcher.After(time.Hour), r.option(name)); err != nil {
+				t.Fatalf("EmitEvent(%s) error = %v", name, err)
+			}
+		}
+		start := time.Now()
+		flushed := make(chan time.Time, 1)
+		go func() {
+			if err := d.Flush(ctx); err != nil {
+				t.Errorf("Flush() error = %v", err)
+			}
+			flushed <- time.Now()
+		}()
+		synctest.Wait() // the Flush took x1 and x2 and waits for their due time
+		for _, name := range []string{"e1", "e2"} {
+			if err := d.EmitEvent(ctx, dispatcher.Event{Topic: "later"}, dispatcher.After(2*time.Hour), r.option(name)); err != nil {
+				t.Fatalf("EmitEvent(%s) error = %v", name, err)
+			}
+		}
+		for _, name := range []string{"x1", "x2"} {
+			if err := r.once(t, name); !errors.Is(err, dispatcher.ErrDropped) {
+				t.Errorf("OnDone(%s) = %v, want ErrDropped", name, err)
+			}
+		}
+		synctest.Wait()
+		select {
+		case <-flushed:
+		default:
+			end := <-flushed // the fake clock runs to the cancelled events' due time
+			t.Errorf("Flush returned %v after everything it waited for was dropped (at once), want at once", end.Sub(start))
+		}
+	})
+}

@@ -147,7 +147,7 @@ func (d *Dispatcher) awaitFlushStep(ctx context.Context) error {
 		return nil
 	}
 	select {
-	case d.flushYield <- struct{}{}:
+	case d.flushLook <- struct{}{}:
 	default:
 	}
 	select {
@@ -382,6 +382,17 @@ func goid() uint64 {
 }
 
 func (d *Dispatcher) markClosed() { d.once.Do(func() { close(d.closed) }) }
+
+// awaitClosed waits until Close has finished its drop (see close), or ctx
+// ends.
+func (d *Dispatcher) awaitClosed(ctx context.Context) error {
+	select {
+	case <-d.closed:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
 
 // signal is a broadcast that waiters re-arm: wait returns the channel the
 // next broadcast closes. The waiter re-checks its condition after wait and

@@ -88,8 +88,14 @@ type pending struct {
 	// a place under Block, schedWake Run's scheduler for a new due time.
 	scheduled   atomic.Int64
 	schedInRing atomic.Int64
-	schedFree   signal
-	schedWake   chan<- struct{}
+	// schedPushing counts the delayed emits that reserved their place and
+	// count in schedInRing (so that a consumer that pops them postpones
+	// them) but have not pushed yet: under Block one waits for room for
+	// as long as the ring stays full. Stats counts them as neither
+	// scheduled nor in the ring.
+	schedPushing atomic.Int64
+	schedFree    signal
+	schedWake    chan<- struct{}
 	// Under DropOldest only: the trackers of delayed events in emit order
 	// (see Dispatcher.cancelFirstScheduled).
 	schedMu    sync.Mutex
@@ -313,7 +319,6 @@ func (p *pending) take(dst []job, buf []entry, n int, b *bounds, keys bool) (job
 		for i := range buf[:k] {
 			buf[i].fill(&dst[m+i], first+uint64(i))
 		}
-		b.max -= k
 		b.ring -= popped
 		if k < popped {
 			beyond := make([]job, 0, popped-k)
@@ -330,6 +335,9 @@ func (p *pending) take(dst []job, buf []entry, n int, b *bounds, keys bool) (job
 		if delayed {
 			dst = p.postpone(dst, m)
 		}
+		// The limit counts what the caller processes: not the delayed
+		// events that went to waiting.
+		b.max -= len(dst) - m
 		for i := range buf[:popped] {
 			buf[i] = entry{} // per element: cheaper than clear's bulk barrier for the usual few
 		}

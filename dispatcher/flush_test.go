@@ -383,56 +383,11 @@ func TestRunTakesOverFromFlush(t *testing.T) {
 // and the Flush's rounds stop at the state: Flush returned at once, before
 // the drop, until it waited for Close to mark the dispatcher closed.
 func TestFlushWithoutRunWaitsForClosesDrop(t *testing.T) {
-	synctest.Test(t, func(t *testing.T) {
-		inHook := make(chan struct{})
-		release := make(chan struct{})
-		d := newDispatcher(t, dispatcher.WithObserver(dispatcher.Observer{Dropped: func(_ context.Context, dr dispatcher.Drop) {
-			if dr.Event.Topic == "later" && dr.Reason == dispatcher.DroppedClosed {
-				inHook <- struct{}{}
-				<-release // Close is in the middle of its drop
-			}
-		}}))
-		started, proceed := make(chan struct{}), make(chan struct{})
-		subscribe(t, d, "slow", func(context.Context, dispatcher.Event) error {
-			started <- struct{}{}
-			<-proceed
-			return nil
+	for _, jobLeft := range []bool{false, true} {
+		t.Run(fmt.Sprintf("jobLeft=%v", jobLeft), func(t *testing.T) {
+			meetCloseMidDrop(t, "Flush", jobLeft, func(d *dispatcher.Dispatcher) error { return d.Flush(context.Background()) })
 		})
-		subscribe(t, d, "later", func(context.Context, dispatcher.Event) error { return nil })
-		ctx := context.Background()
-		var r doneRecorder
-		if err := d.EmitEvent(ctx, dispatcher.Event{Topic: "later"}, dispatcher.After(time.Hour), r.option("x")); err != nil {
-			t.Fatalf("EmitEvent(x) error = %v", err)
-		}
-		if _, err := d.Tick(ctx); err != nil { // x goes to the time heap
-			t.Fatalf("Tick() error = %v", err)
-		}
-		emit(t, d, "slow", nil)
-		flushed := make(chan error, 1)
-		go func() { flushed <- d.Flush(ctx) }()
-		<-started // the Flush runs slow's handler
-		closed := make(chan error, 1)
-		go func() { closed <- d.Close() }()
-		<-inHook // Close is dropping x
-		proceed <- struct{}{}
-		synctest.Wait()
-		select {
-		case err := <-flushed:
-			if calls := r.calls("x"); len(calls) == 0 {
-				t.Errorf("Flush() = %v returned while Close was still dropping x: x's OnDone not called yet (Dropped %d)", err, d.Stats().Dropped)
-			}
-			close(release)
-		default:
-			close(release)
-			if err := <-flushed; err != nil {
-				t.Errorf("Flush() error = %v", err)
-			}
-		}
-		<-closed
-		if err := r.once(t, "x"); !errors.Is(err, dispatcher.ErrDropped) {
-			t.Errorf("OnDone(x) = %v, want ErrDropped", err)
-		}
-	})
+	}
 }
 
 // TestFlushWithoutRunEndsWhenDropOldestCancelsWhatItWaits: a Flush without

@@ -685,3 +685,66 @@ func isolatedChild(t *testing.T) bool {
 	}
 	return false
 }
+
+// meetCloseMidDrop runs call (a Flush or Shutdown without Run) on a
+// goroutine of its own while a Close from another goroutine is in the
+// middle of its drop, and checks that call returns only once the drop is
+// over. The dispatcher holds x, a delayed event waiting in the time heap,
+// and a job on "slow", whose handler call runs on call's goroutine and
+// holds it until Close has begun; with jobLeft, a job on "left" queued
+// behind it. Close's Dropped hook holds Close when it drops x. name says
+// what call is, for the messages.
+func meetCloseMidDrop(t *testing.T, name string, jobLeft bool, call func(*dispatcher.Dispatcher) error) {
+	t.Helper()
+	synctest.Test(t, func(t *testing.T) {
+		inHook, release := make(chan struct{}), make(chan struct{})
+		d := newDispatcher(t, dispatcher.WithObserver(dispatcher.Observer{Dropped: func(_ context.Context, dr dispatcher.Drop) {
+			if dr.Event.Topic == "later" && dr.Reason == dispatcher.DroppedClosed { // x
+				inHook <- struct{}{}
+				<-release // Close is in the middle of its drop
+			}
+		}}))
+		started, proceed := make(chan struct{}), make(chan struct{})
+		subscribe(t, d, "slow", func(context.Context, dispatcher.Event) error {
+			started <- struct{}{}
+			<-proceed
+			return nil
+		})
+		subscribe(t, d, "later", func(context.Context, dispatcher.Event) error { return nil })
+		subscribe(t, d, "left", func(context.Context, dispatcher.Event) error { return nil })
+		ctx := context.Background()
+		var r doneRecorder
+		if err := d.EmitEvent(ctx, dispatcher.Event{Topic: "later"}, dispatcher.After(time.Hour), r.option("x")); err != nil {
+			t.Fatalf("EmitEvent(x) error = %v", err)
+		}
+		if _, err := d.Tick(ctx); err != nil { // x goes to the time heap
+			t.Fatalf("Tick() error = %v", err)
+		}
+		emit(t, d, "slow", nil)
+		if jobLeft {
+			emit(t, d, "left", nil)
+		}
+		returned := make(chan error, 1)
+		go func() { returned <- call(d) }()
+		<-started // call runs slow's handler
+		closed := make(chan error, 1)
+		go func() { closed <- d.Close() }()
+		<-inHook // Close is dropping x
+		proceed <- struct{}{}
+		synctest.Wait()
+		select {
+		case err := <-returned:
+			t.Errorf("%s() = %v returned while Close was still dropping x (x's OnDone calls: %v)", name, err, r.calls("x"))
+			close(release)
+		default:
+			close(release)
+			if err := <-returned; err != nil {
+				t.Errorf("%s() error = %v", name, err)
+			}
+		}
+		<-closed
+		if err := r.once(t, "x"); !errors.Is(err, dispatcher.ErrDropped) {
+			t.Errorf("OnDone(x) = %v, want ErrDropped", err)
+		}
+	})
+}

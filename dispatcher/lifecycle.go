@@ -257,7 +257,9 @@ func (d *Dispatcher) drainForShutdown(ctx context.Context) error {
 		_, err := d.consume(ctx, 0, false)
 		switch {
 		case err == ErrClosed:
-			return nil // Close finished the job
+			// Close finishes the job, on its own goroutine: Shutdown
+			// returns once its drop is over, as Close does.
+			return d.awaitClosed(ctx)
 		case err != nil:
 			d.close(false)
 			return err
@@ -283,6 +285,13 @@ func (d *Dispatcher) drainForShutdown(ctx context.Context) error {
 		d.pend.ring.Reopen()
 	}
 	d.lifeMu.Lock()
+	if d.state.Load() == stateClosed {
+		// Close ran meanwhile (its drop may have emptied what we
+		// found empty): it marks the dispatcher closed once its drop
+		// is over.
+		d.lifeMu.Unlock()
+		return d.awaitClosed(ctx)
+	}
 	d.state.Store(stateClosed)
 	d.markClosed()
 	d.lifeMu.Unlock()

@@ -957,3 +957,20 @@ func TestCloseFromHandlerUnderRun(t *testing.T) {
 		}
 	})
 }
+
+// TestShutdownWithoutRunWaitsForClosesDrop: a Shutdown without Run that
+// meets a Close from another goroutine returns once Close has finished its
+// drop, as a Close returns: an event accepted before (here a delayed one in
+// the time heap) has had its OnDone by then. Close sets the closed state
+// before it drops, and Shutdown's drain stops at the state.
+//
+// The drain stops in one of two places: between two jobs, with a job left
+// (queued after the slow one), or when it finds nothing left, Close having
+// dropped it.
+func TestShutdownWithoutRunWaitsForClosesDrop(t *testing.T) {
+	for _, jobLeft := range []bool{false, true} {
+		t.Run(fmt.Sprintf("jobLeft=%v", jobLeft), func(t *testing.T) {
+			meetCloseMidDrop(t, "Shutdown", jobLeft, func(d *dispatcher.Dispatcher) error { return d.Shutdown(context.Background()) })
+		})
+	}
+}

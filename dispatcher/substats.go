@@ -114,16 +114,12 @@ func (p *proc) tallyOther(s *subscriber) {
 // that the next batch of the same topics finds them in their slots.
 func (p *proc) flushTally() {
 	t := &p.tally
-	if t.n[0] > 0 { // then subs[0] is set
-		p.addDelivered(t.subs[0], t.n[0])
-		t.n[0] = 0
+	used := 1 // one subscriber per topic: the first slot is all there is
+	if t.others {
+		used, t.others = tallySlots, false
 	}
-	if !t.others {
-		return // one subscriber per topic: the first slot is all there is
-	}
-	t.others = false
-	for i := 1; i < tallySlots; i++ {
-		if t.n[i] > 0 {
+	for i := range used {
+		if t.n[i] > 0 { // then subs[i] is set
 			p.addDelivered(t.subs[i], t.n[i])
 			t.n[i] = 0
 		}

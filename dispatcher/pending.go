@@ -423,19 +423,9 @@ func (p *pending) clear(d *Dispatcher) {
 	p.mu.Lock()
 	dropped = append(dropped, p.carry.Items()...)
 	dropped = append(dropped, p.ready.Items()...)
-	for i := range p.waiting {
-		if tr := p.waiting[i].tr; tr != nil {
-			// Out of the heap: a DropOldest emit that cancels this
-			// delayed event before dropJobs reaches it must not look
-			// for it there (see cancelFirstScheduled).
-			tr.hidx = -1
-		}
-		dropped = append(dropped, p.waiting[i].job)
-	}
+	dropped = p.waiting.takeAll(dropped)
 	p.carry.Reset()
 	p.ready.Reset()
-	clear(p.waiting)
-	p.waiting = nil
 	p.retries = 0
 	p.updateLocked()
 	p.mu.Unlock()
@@ -518,6 +508,24 @@ func (h *retryHeap) remove(i int) retryItem {
 		it.tr.hidx = -1
 	}
 	return it
+}
+
+// takeAll empties the heap, appending its jobs to dst in heap order, and
+// returns dst. Like remove, it leaves no delayed event's tracker recording
+// an index: a DropOldest emit that cancels one of them before the caller
+// has dropped it must not look for it in the heap (see
+// cancelFirstScheduled).
+func (h *retryHeap) takeAll(dst []job) []job {
+	for i := range *h {
+		it := &(*h)[i]
+		if it.tr != nil && it.tr.hidx >= 0 {
+			it.tr.hidx = -1
+		}
+		dst = append(dst, it.job)
+	}
+	clear(*h)
+	*h = nil
+	return dst
 }
 
 // up moves the item at j towards the root while it is earlier than its

@@ -1,6 +1,7 @@
 package atomicx_test
 
 import (
+	"math"
 	"runtime"
 	"sync"
 	"sync/atomic"
@@ -74,4 +75,13 @@ func TestStoreReleasePublishesEarlierWrites(t *testing.T) {
 		}
 	}
 	wg.Wait()
+}
+
+// TestPauseReturns: Pause returns for every count, zero and negative ones
+// included (the assembly's loop must not run a count below 1 down through
+// the whole int range).
+func TestPauseReturns(t *testing.T) {
+	for _, n := range []int{math.MinInt, -1, 0, 1, 2, 64} {
+		atomicx.Pause(n)
+	}
 }

@@ -1,5 +1,6 @@
-// Package atomicx has the one store sync/atomic lacks for the ring's hot
-// path: a store with release ordering only, StoreRelease.
+// Package atomicx has the two things sync/atomic lacks for the ring's hot
+// path: a store with release ordering only, StoreRelease, and the
+// processor's spin-wait hint, Pause, for the wait after a lost CAS.
 //
 // sync/atomic's stores are sequentially consistent. On amd64 that makes
 // every Store an XCHG, a locked instruction that also waits for the core's
@@ -20,6 +21,11 @@
 // a count only its owner writes). It gives no ordering with later loads (a
 // store and a later load of another address may be reordered on amd64), so
 // it cannot stand in for Store in a protocol like "store my flag, then load
-// yours". Why it exists at all, measured against atomic.Uint64.Store in the
+// yours".
+//
+// Pause is the PAUSE instruction on amd64, and a loop of loads elsewhere
+// and under the race detector.
+//
+// Why each exists at all, measured against its sync/atomic stand-in in the
 // same run, is in internal/ring/BENCHMARKS.md.
 package atomicx

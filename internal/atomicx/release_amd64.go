@@ -12,3 +12,9 @@ import "sync/atomic"
 //
 //go:noescape
 func StoreRelease(a *atomic.Uint64, v uint64)
+
+// Pause executes n PAUSE instructions, the processor's spin-wait hint (see
+// release_amd64.s). It has no memory effect.
+//
+//go:noescape
+func Pause(n int)

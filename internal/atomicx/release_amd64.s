@@ -11,3 +11,18 @@ TEXT ·StoreRelease(SB), NOSPLIT, $0-16
 	MOVQ v+8(FP), BX
 	MOVQ BX, 0(AX)
 	RET
+
+// func Pause(n int)
+//
+// n PAUSE instructions: the spin-wait hint, which idles the core's pipeline
+// for a while and, under a hypervisor, lets it see that the vCPU spins.
+TEXT ·Pause(SB), NOSPLIT, $0-8
+	MOVQ n+0(FP), AX
+	TESTQ AX, AX
+	JLE done
+loop:
+	PAUSE
+	DECQ AX
+	JNZ loop
+done:
+	RET

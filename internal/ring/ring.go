@@ -388,21 +388,14 @@ func backoff(spins int) int {
 }
 
 // lostCAS counts one more lost CAS on head or tail, waits for 2^count
-// loads (at most 64) of a line nobody writes, and returns the count.
+// spin-wait hints (at most 64, see atomicx.Pause), and returns the count.
 // Retrying at once would take the line back from the winner before it
-// finishes with it. Go has no portable pause instruction; the loads stand
-// in for one.
+// finishes with it.
 func lostCAS(fails int) int {
 	fails++
-	for range 1 << min(fails, 6) {
-		spinSink.Load()
-	}
+	atomicx.Pause(1 << min(fails, 6))
 	return fails
 }
-
-// spinSink is what lostCAS loads: never stored to, so its cache line
-// stays shared by every core and the loop adds no traffic.
-var spinSink atomic.Uint64
 
 // noCopy lets go vet's copylocks check flag copies of a Ring.
 type noCopy struct{}

@@ -19,7 +19,9 @@ import (
 // events that are not due yet), and returns an error wrapping ErrRunning
 // when a Tick or Drain runs. Called from a handler it returns an error
 // wrapping ErrRunning, since it would wait for itself. It returns ErrClosed
-// after Shutdown or Close, and nil when Close discards what it waited for.
+// after Shutdown or Close, and nil when Close discards what it waited for,
+// once no handler call of an event it waits for runs any more: a handler
+// that outlives a Shutdown whose ctx ended is waited for.
 // Any number of goroutines may flush at once: they share the wait.
 // A nil ctx panics.
 func (d *Dispatcher) Flush(ctx context.Context) error {
@@ -55,7 +57,16 @@ func (d *Dispatcher) Flush(ctx context.Context) error {
 				}
 			case <-rs.done: // Run ended first: go on without it
 			case <-d.closed:
-				return nil
+				// Close discarded what was queued. A handler call it did
+				// not wait for (Shutdown's ctx ended, or the handler
+				// called Close) may still run an event accepted before
+				// this call: Run returns once its workers have exited.
+				select {
+				case <-rs.done:
+					return nil
+				case <-ctx.Done():
+					return ctx.Err()
+				}
 			case <-ctx.Done():
 				return ctx.Err()
 			}

@@ -434,3 +434,59 @@ func TestFlushWithoutRunEndsWhenDropOldestCancelsWhatItWaits(t *testing.T) {
 		}
 	})
 }
+
+// TestFlushUnderRunWaitsForAHandlerThatOutlivesShutdown: a Shutdown whose
+// ctx ends closes the dispatcher without waiting for a handler that
+// ignores its ctx. A Flush that waits for that handler's event returns
+// when the handler does, not when the dispatcher closes: the event has not
+// finished before then, and Close did not discard it. (The queued events
+// behind it are discarded, which finishes them.) A Flush whose own ctx
+// ends first returns its error.
+func TestFlushUnderRunWaitsForAHandlerThatOutlivesShutdown(t *testing.T) {
+	for _, flushCtxEnds := range []bool{false, true} {
+		t.Run(fmt.Sprintf("flushCtxEnds=%v", flushCtxEnds), func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				const queued = 2
+				bg := context.Background()
+				b, wait := startBlockedFirst(t, bg, queued, false)
+				fctx, fcancel := context.WithCancel(bg)
+				defer fcancel()
+				flushed := make(chan error, 1)
+				go func() { flushed <- b.d.Flush(fctx) }()
+				synctest.Wait() // Flush waits for payload 0
+				sctx, cancel := context.WithTimeout(bg, 5*time.Second)
+				defer cancel()
+				if err := b.d.Shutdown(sctx); !errors.Is(err, context.DeadlineExceeded) {
+					t.Errorf("Shutdown(5s) error = %v, want context.DeadlineExceeded", err)
+				}
+				synctest.Wait()
+				select {
+				case err := <-flushed:
+					t.Fatalf("Flush returned %v while the handler of an event accepted before it still runs", err)
+				default:
+				}
+				want := error(nil)
+				if flushCtxEnds {
+					fcancel()
+					want = context.Canceled
+					if err := recv(t, flushed, "Flush"); !errors.Is(err, want) {
+						t.Errorf("Flush() with its ctx cancelled = %v, want %v", err, want)
+					}
+				}
+				close(b.release)
+				if !flushCtxEnds {
+					if err := recv(t, flushed, "Flush"); err != nil {
+						t.Errorf("Flush() after the handler returned = %v, want nil", err)
+					}
+				}
+				if err := wait(); err != nil {
+					t.Errorf("Run() error = %v, want nil", err)
+				}
+				want2 := dispatcher.Stats{Emitted: queued + 1, Delivered: 1, Dropped: queued}
+				if got := b.d.Stats(); got != want2 {
+					t.Errorf("Stats() = %+v, want %+v", got, want2)
+				}
+			})
+		})
+	}
+}

@@ -249,6 +249,9 @@ func (p *proc) match(topic string) []*subscriber {
 	if ix == p.lastIndex && topic == p.lastTopic {
 		return p.lastSubs
 	}
+	// The new answer may be built where the tally's fan-out is: publish
+	// its counts first (see tally).
+	p.flushFan()
 	if ix != p.lastIndex && cap(p.scratch) < ix.Len() {
 		p.scratch = make([]*subscriber, 0, ix.Len())
 	}

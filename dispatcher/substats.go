@@ -60,21 +60,33 @@ type subCounters struct {
 	_             [cacheLinePad - 40]byte
 }
 
-// tallySlots is how many subscribers a consumer's tally follows at once: a
-// fan-out to more subscribers than this adds to a subscriber's counter
-// once per call instead of once per batch.
+// tallySlots is how many subscribers a consumer's tally follows at once
+// outside a large fan-out (see tally).
 const tallySlots = 4
 
 // tally counts a consumer's successful calls per subscriber during a
 // batch, so that the subscribers' counters are written once per batch,
-// not once per call. Only the consumer's goroutine touches it. Its
-// subscribers outlive a batch, like match's last answer, and are forgotten
-// with it (see proc.forgetMatch).
+// not once per call: every consumer writes them, and an atomic add per
+// call would move their cache lines between cores at every call. Only the
+// consumer's goroutine touches it. Its subscribers outlive a batch, like
+// match's last answer, and are forgotten with it (see proc.forgetMatch).
+//
+// A fan-out to more than tallySlots subscribers is counted apart, in fanN,
+// one count per subscriber of the fan-out's list (fan, an answer of
+// match), so that no call of it adds to a counter: fanN[i] counts fan[i].
+// Invariants: fanN's elements up to its capacity are zero when fanAny is
+// false; fan is the list last counted, and its contents do not change
+// while counts for it are pending, since match publishes them before it
+// builds a new answer in the memory fan may share (see proc.match).
 type tally struct {
 	subs   [tallySlots]*subscriber
 	n      [tallySlots]uint64
 	next   int  // the slot to evict on a miss, round robin
 	others bool // a slot other than the first may hold a count
+
+	fan    []*subscriber
+	fanN   []uint64
+	fanAny bool
 }
 
 // countDelivered counts a successful call of s: in p's delivered, which
@@ -87,7 +99,31 @@ func (p *proc) countDelivered(s *subscriber) {
 		p.tally.n[0]++
 		return
 	}
+	// A call of a large fan-out in progress. p.fan is set only during a
+	// fan-out's calls (process and unwind clear it); comparing the
+	// subscriber too costs a load and keeps a call outside the fan-out
+	// from being credited to it should that ever change.
+	if f := p.fan; len(f) > tallySlots && f[p.fanAt] == s {
+		p.countFan(f)
+		return
+	}
 	p.tallyOther(s)
+}
+
+// countFan counts a successful call of f[p.fanAt], f being the fan-out in
+// progress.
+func (p *proc) countFan(f []*subscriber) {
+	t := &p.tally
+	if len(t.fan) != len(f) || &t.fan[0] != &f[0] {
+		p.flushFan()
+		t.fan = f
+		if cap(t.fanN) < len(f) {
+			t.fanN = make([]uint64, len(f))
+		}
+		t.fanN = t.fanN[:len(f)]
+	}
+	t.fanN[p.fanAt]++
+	t.fanAny = true
 }
 
 // tallyOther counts a successful call of s, which is not in the first
@@ -124,6 +160,22 @@ func (p *proc) flushTally() {
 			t.n[i] = 0
 		}
 	}
+	p.flushFan()
+}
+
+// flushFan publishes the counts of the large fan-out last counted.
+func (p *proc) flushFan() {
+	t := &p.tally
+	if !t.fanAny {
+		return
+	}
+	t.fanAny = false
+	for i, n := range t.fanN {
+		if n > 0 {
+			p.addDelivered(t.fan[i], n)
+			t.fanN[i] = 0
+		}
+	}
 }
 
 // addDelivered adds n successful calls to s's counters (see subCounters).
@@ -136,8 +188,13 @@ func (p *proc) addDelivered(s *subscriber, n uint64) {
 	atomicx.StoreRelease(c, c.Load()+n)
 }
 
-// forgetTally drops the tally's subscribers. Its counts were published.
-func (p *proc) forgetTally() { p.tally = tally{} }
+// forgetTally drops the tally's subscribers, publishing any count left
+// (flush has published them when a batch ends). fanN's storage is kept,
+// all zero.
+func (p *proc) forgetTally() {
+	p.flushTally()
+	p.tally = tally{fanN: p.tally.fanN[:0]}
+}
 
 // WithHandlerTiming measures every handler call (its middleware and the
 // Observer's WrapHandler included) into a per-subscription duration

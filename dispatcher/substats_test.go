@@ -277,3 +277,44 @@ func TestHistogramQuantile(t *testing.T) {
 		t.Errorf("Mean() = %v, want 900µs", got)
 	}
 }
+
+// TestSubscriptionStatsLargeFanoutsOnAlternatingTopics: a fan-out to more
+// subscribers than the tally's slots is counted per position in the list
+// match returned, and two topics whose lists are built in the same scratch
+// memory, of the same length, take turns in one batch. Each subscription
+// must get its own count: publishing the counts of one list only after the
+// other had been built over it would credit one topic's calls to the other
+// topic's subscribers.
+func TestSubscriptionStatsLargeFanoutsOnAlternatingTopics(t *testing.T) {
+	d := newDispatcher(t)
+	var subs []*dispatcher.Subscription
+	calls := map[string]int{}
+	for _, topic := range []string{"a", "b"} {
+		// Three exact patterns and two wildcards: the list is merged in
+		// scratch, five long for both topics.
+		for i, pattern := range []string{"f." + topic, "f." + topic, "f." + topic, "*." + topic, "*." + topic} {
+			name := fmt.Sprintf("%s%d", topic, i)
+			subs = append(subs, subscribe(t, d, pattern, func(context.Context, dispatcher.Event) error {
+				calls[name]++
+				return nil
+			}, dispatcher.WithName(name)))
+		}
+	}
+	const rounds = 3
+	for range rounds {
+		emitTopics(t, d, "f.a", "f.b")
+	}
+	emit(t, d, "f.a", nil) // "a" gets one more, so the counts differ
+	if n := drain(t, d); n != 2*rounds+1 {
+		t.Fatalf("Drain processed %d events, want %d", n, 2*rounds+1)
+	}
+	for _, s := range subs {
+		if got, want := s.Stats().Delivered, uint64(calls[s.Name()]); got != want {
+			t.Errorf("%s: Stats().Delivered = %d, its handler was called %d times", s.Name(), got, want)
+		}
+	}
+	if calls["a0"] != rounds+1 || calls["b0"] != rounds {
+		t.Errorf("calls = %v, want %d per a-subscriber and %d per b-subscriber", calls, rounds+1, rounds)
+	}
+	checkSubscriptionsAddUp(t, d, subs)
+}

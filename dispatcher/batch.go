@@ -4,6 +4,8 @@ import (
 	"context"
 	"runtime/debug"
 	"time"
+
+	"github.com/ringbus/ringbus/internal/atomicx"
 )
 
 // maxBatch bounds how long a batch grows with the next jobs of its keys
@@ -53,6 +55,13 @@ func (p *proc) runBatch(jobs []job, ctx context.Context, keyed bool) (n int, err
 		}
 		p.setHeld(0)
 		p.flush()
+		// A sequentially consistent store, then the state: a Flush that
+		// found cur set after Close either sees it cleared when it looks
+		// again or is woken here (see Dispatcher.awaitCallsUpTo).
+		p.cur.Store(0)
+		if p.rs != nil && p.d.state.Load() == stateClosed {
+			p.rs.signalCallEnd()
+		}
 		// Keep no payload reachable.
 		clearJobs(p.batch)
 		if &taken[0] != &p.batch[0] {
@@ -104,6 +113,7 @@ func (p *proc) runJobs(ctx context.Context, keyed bool) (err error) {
 				break
 			}
 			p.setHeld(len(jobs) - i - 1) // jobs[i] is in progress now
+			atomicx.StoreRelease(&p.cur, jobs[i].ev.ID)
 			p.batchN++
 		}
 		j := &jobs[i]

@@ -23,6 +23,10 @@ type proc struct {
 	// counts them as queued. Written only by the consumer, with
 	// atomicx.StoreRelease, when it changes (see setHeld).
 	held atomic.Uint64
+	// cur is the ID of the event whose job the consumer is processing, 0
+	// between batches. Only the consumer writes it; Flush reads the
+	// workers' after Close (see Dispatcher.awaitCallsUpTo).
+	cur atomic.Uint64
 	// goid is the id of the goroutine running a worker (0 for the
 	// deterministic consumer), so that Close can tell when it is called
 	// by one of the workers' handlers (see Close).
@@ -34,7 +38,8 @@ type proc struct {
 	jobs  []job   // the batch in progress; cleared after each batch
 	parts int     // the ring share a worker takes (see bounds.parts)
 
-	worker bool // one of Run's workers, not the deterministic consumer
+	worker bool      // one of Run's workers, not the deterministic consumer
+	rs     *runState // a worker's Run, set before it starts
 
 	// The batch in progress (see runBatch): its jobs, the index of the
 	// job in progress, and how many jobs it began.

@@ -57,16 +57,7 @@ func (d *Dispatcher) Flush(ctx context.Context) error {
 				}
 			case <-rs.done: // Run ended first: go on without it
 			case <-d.closed:
-				// Close discarded what was queued. A handler call it did
-				// not wait for (Shutdown's ctx ended, or the handler
-				// called Close) may still run an event accepted before
-				// this call: Run returns once its workers have exited.
-				select {
-				case <-rs.done:
-					return nil
-				case <-ctx.Done():
-					return ctx.Err()
-				}
+				return d.awaitCallsUpTo(ctx, rs, want)
 			case <-ctx.Done():
 				return ctx.Err()
 			}
@@ -153,6 +144,40 @@ func (d *Dispatcher) flushOnCaller(ctx context.Context, want uint64) (bool, erro
 			return true, nil // Close dropped what we waited for
 		case err != nil:
 			return true, err
+		}
+	}
+}
+
+// awaitCallsUpTo waits, after Close, until no worker of rs is processing
+// an event with an ID up to want, and returns nil, or ctx's error. Close
+// discarded everything queued, but it did not wait for the handler calls
+// in flight when Shutdown's ctx had ended or a handler called it; calls of
+// later events are not waited for.
+//
+// A worker publishes its job's event ID with a release store and clears
+// it at the end of its batch with a sequentially consistent one before it
+// loads the state: so either this look sees it cleared, or the worker sees
+// the dispatcher closed and wakes the wait. A stale ID seen in the middle
+// of a batch only makes the wait last until that batch ends.
+func (d *Dispatcher) awaitCallsUpTo(ctx context.Context, rs *runState, want uint64) error {
+	for {
+		ended := rs.callEnded() // before the look: a batch ending after it closes it
+		busy := false
+		for _, p := range d.workers {
+			if id := p.cur.Load(); id != 0 && id <= want {
+				busy = true
+				break
+			}
+		}
+		if !busy {
+			return nil
+		}
+		select {
+		case <-ended:
+		case <-rs.done:
+			return nil
+		case <-ctx.Done():
+			return ctx.Err()
 		}
 	}
 }

@@ -454,12 +454,7 @@ func TestFlushUnderRunWaitsForAHandlerThatOutlivesShutdown(t *testing.T) {
 				flushed := make(chan error, 1)
 				go func() { flushed <- b.d.Flush(fctx) }()
 				synctest.Wait() // Flush waits for payload 0
-				sctx, cancel := context.WithTimeout(bg, 5*time.Second)
-				defer cancel()
-				if err := b.d.Shutdown(sctx); !errors.Is(err, context.DeadlineExceeded) {
-					t.Errorf("Shutdown(5s) error = %v, want context.DeadlineExceeded", err)
-				}
-				synctest.Wait()
+				shutdownPastItsDeadline(t, b.d)
 				select {
 				case err := <-flushed:
 					t.Fatalf("Flush returned %v while the handler of an event accepted before it still runs", err)
@@ -489,4 +484,120 @@ func TestFlushUnderRunWaitsForAHandlerThatOutlivesShutdown(t *testing.T) {
 			})
 		})
 	}
+}
+
+// TestFlushAfterCloseDoesNotWaitForLaterEvents: Flush under Run waits for
+// a retry due in an hour; an event emitted after the call is handled by a
+// handler that calls Close (or outlives a Shutdown whose ctx ends) and then
+// waits until Flush has returned. Close discards the retry, so Flush must
+// return nil without waiting for that handler, whose event it never waited
+// for: waiting for every handler call to end would deadlock here.
+func TestFlushAfterCloseDoesNotWaitForLaterEvents(t *testing.T) {
+	for _, how := range []string{"close", "shutdown"} {
+		t.Run(how, func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				bg := context.Background()
+				d := newDispatcher(t, dispatcher.WithWorkers(1))
+				subscribe(t, d, "r", func(context.Context, dispatcher.Event) error {
+					return errBoom
+				}, dispatcher.WithRetry(3, dispatcher.ConstantBackoff(time.Hour)))
+				flushed := make(chan error, 1)
+				flushDone := make(chan struct{})
+				giveUp := make(chan struct{})
+				subscribe(t, d, "late", func(context.Context, dispatcher.Event) error {
+					if how == "close" {
+						_ = d.Close()
+					}
+					select { // a handler that waits for the flusher
+					case <-flushDone:
+					case <-giveUp:
+					}
+					return nil
+				})
+				wait := startRun(t, bg, d)
+				emit(t, d, "r", nil)
+				synctest.Wait() // the first call failed; its retry is due in an hour
+				go func() { flushed <- d.Flush(bg); close(flushDone) }()
+				synctest.Wait()         // Flush waits for the retry
+				emit(t, d, "late", nil) // not an event Flush waits for
+				synctest.Wait()
+				if how == "shutdown" {
+					shutdownPastItsDeadline(t, d)
+				}
+				select {
+				case err := <-flushed:
+					if err != nil {
+						t.Errorf("Flush() = %v, want nil", err)
+					}
+				default:
+					t.Errorf("Flush still blocked after Close discarded the retry it waits for: it waits for the handler of a later event")
+					close(giveUp)
+					recv(t, flushed, "Flush")
+				}
+				if err := wait(); err != nil {
+					t.Errorf("Run() error = %v, want nil", err)
+				}
+			})
+		})
+	}
+}
+
+// TestFlushAfterCloseEndsWithTheCallsItWaitsFor: two handlers outlive a
+// Shutdown whose ctx ends, one for an event accepted before a Flush and
+// one for an event after it. Flush returns when the first returns, while
+// the second still runs (and Run with it).
+func TestFlushAfterCloseEndsWithTheCallsItWaitsFor(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		bg := context.Background()
+		d := newDispatcher(t, dispatcher.WithWorkers(2))
+		early, late := make(chan struct{}), make(chan struct{})
+		subscribe(t, d, "early", func(context.Context, dispatcher.Event) error { <-early; return nil })
+		subscribe(t, d, "late", func(context.Context, dispatcher.Event) error { <-late; return nil })
+		wait := startRun(t, bg, d)
+		emit(t, d, "early", nil)
+		synctest.Wait() // one worker is inside "early"
+		flushed := make(chan error, 1)
+		go func() { flushed <- d.Flush(bg) }()
+		synctest.Wait()
+		emit(t, d, "late", nil)
+		synctest.Wait() // the other worker is inside "late"
+		shutdownPastItsDeadline(t, d)
+		select {
+		case err := <-flushed:
+			t.Fatalf("Flush returned %v while the handler of an event accepted before it runs", err)
+		default:
+		}
+		close(early)
+		synctest.Wait()
+		select {
+		case err := <-flushed:
+			if err != nil {
+				t.Errorf("Flush() = %v, want nil", err)
+			}
+		default:
+			t.Errorf("Flush still blocked after the handler it waits for returned (the other runs an event emitted after it)")
+			close(late)
+			recv(t, flushed, "Flush")
+			late = nil
+		}
+		if late != nil {
+			close(late)
+		}
+		if err := wait(); err != nil {
+			t.Errorf("Run() error = %v, want nil", err)
+		}
+	})
+}
+
+// shutdownPastItsDeadline calls d.Shutdown with a ctx that ends a second
+// later, checks that Shutdown gives up with the ctx's error (a handler
+// outlives it), and waits for the bubble to settle.
+func shutdownPastItsDeadline(t *testing.T, d *dispatcher.Dispatcher) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	if err := d.Shutdown(ctx); !errors.Is(err, context.DeadlineExceeded) {
+		t.Errorf("Shutdown(1s) error = %v, want context.DeadlineExceeded", err)
+	}
+	synctest.Wait()
 }

@@ -55,12 +55,15 @@ func (p *proc) runBatch(jobs []job, ctx context.Context, keyed bool) (n int, err
 		}
 		p.setHeld(0)
 		p.flush()
-		// A sequentially consistent store, then the state: a Flush that
-		// found cur set after Close either sees it cleared when it looks
-		// again or is woken here (see Dispatcher.awaitCallsUpTo).
-		p.cur.Store(0)
-		if p.rs != nil && p.d.state.Load() == stateClosed {
-			p.rs.signalCallEnd()
+		if p.rs != nil {
+			// A sequentially consistent store, then the state: a Flush
+			// that found cur set after Close either sees it cleared when
+			// it looks again or is woken here (see
+			// Dispatcher.awaitCallsUpTo).
+			p.cur.Store(0)
+			if p.d.state.Load() == stateClosed {
+				p.rs.signalCallEnd()
+			}
 		}
 		// Keep no payload reachable.
 		clearJobs(p.batch)
@@ -113,7 +116,9 @@ func (p *proc) runJobs(ctx context.Context, keyed bool) (err error) {
 				break
 			}
 			p.setHeld(len(jobs) - i - 1) // jobs[i] is in progress now
-			atomicx.StoreRelease(&p.cur, jobs[i].ev.ID)
+			if p.rs != nil {
+				atomicx.StoreRelease(&p.cur, jobs[i].ev.ID)
+			}
 			p.batchN++
 		}
 		j := &jobs[i]

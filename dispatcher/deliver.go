@@ -23,9 +23,10 @@ type proc struct {
 	// counts them as queued. Written only by the consumer, with
 	// atomicx.StoreRelease, when it changes (see setHeld).
 	held atomic.Uint64
-	// cur is the ID of the event whose job the consumer is processing, 0
-	// between batches. Only the consumer writes it; Flush reads the
-	// workers' after Close (see Dispatcher.awaitCallsUpTo).
+	// cur is the ID of the event whose job a worker is processing, 0
+	// between batches (and always 0 for the deterministic consumer). Only
+	// the worker writes it; Flush reads it after Close (see
+	// Dispatcher.awaitCallsUpTo).
 	cur atomic.Uint64
 	// goid is the id of the goroutine running a worker (0 for the
 	// deterministic consumer), so that Close can tell when it is called

@@ -55,15 +55,11 @@ func (p *proc) runBatch(jobs []job, ctx context.Context, keyed bool) (n int, err
 		}
 		p.setHeld(0)
 		p.flush()
-		if p.rs != nil {
-			// A sequentially consistent store, then the state: a Flush
-			// that found cur set after Close either sees it cleared when
-			// it looks again or is woken here (see
-			// Dispatcher.awaitCallsUpTo).
+		if p.worker {
+			// A sequentially consistent store before the broadcast's
+			// load of its waiters (see Dispatcher.awaitCallsUpTo).
 			p.cur.Store(0)
-			if p.d.state.Load() == stateClosed {
-				p.rs.signalCallEnd()
-			}
+			p.d.batchEnd.broadcast()
 		}
 		// Keep no payload reachable.
 		clearJobs(p.batch)
@@ -116,7 +112,7 @@ func (p *proc) runJobs(ctx context.Context, keyed bool) (err error) {
 				break
 			}
 			p.setHeld(len(jobs) - i - 1) // jobs[i] is in progress now
-			if p.rs != nil {
+			if p.worker {
 				atomicx.StoreRelease(&p.cur, jobs[i].ev.ID)
 			}
 			p.batchN++

@@ -39,8 +39,7 @@ type proc struct {
 	jobs  []job   // the batch in progress; cleared after each batch
 	parts int     // the ring share a worker takes (see bounds.parts)
 
-	worker bool      // one of Run's workers, not the deterministic consumer
-	rs     *runState // a worker's Run, set before it starts
+	worker bool // one of Run's workers, not the deterministic consumer
 
 	// The batch in progress (see runBatch): its jobs, the index of the
 	// job in progress, and how many jobs it began.

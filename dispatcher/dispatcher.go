@@ -80,6 +80,11 @@ type Dispatcher struct {
 	runWaits  atomic.Int32
 	flushLook chan struct{}
 
+	// batchEnd is broadcast when a worker ends a batch, for a Flush that
+	// waits for the handler calls Close did not wait for (see
+	// awaitCallsUpTo). With nobody waiting it costs one atomic load.
+	batchEnd signal
+
 	lifeMu sync.Mutex
 	rs     *runState     // non-nil while Run runs; guarded by lifeMu
 	closed chan struct{} // closed when the state becomes stateClosed and Close or Shutdown finished

@@ -154,22 +154,17 @@ func (d *Dispatcher) flushOnCaller(ctx context.Context, want uint64) (bool, erro
 // in flight when Shutdown's ctx had ended or a handler called it; calls of
 // later events are not waited for.
 //
-// A worker publishes its job's event ID with a release store and clears
-// it at the end of its batch with a sequentially consistent one before it
-// loads the state: so either this look sees it cleared, or the worker sees
-// the dispatcher closed and wakes the wait. A stale ID seen in the middle
-// of a batch only makes the wait last until that batch ends.
+// A worker publishes its job's event ID with a release store, and at the
+// end of its batch clears it with a sequentially consistent store before
+// it broadcasts batchEnd; this wait registers with batchEnd before it
+// looks: so either the look sees the ID cleared, or the broadcast sees the
+// waiter and wakes it. A stale ID seen in the middle of a batch only makes
+// the wait last until that batch ends.
 func (d *Dispatcher) awaitCallsUpTo(ctx context.Context, rs *runState, want uint64) error {
+	defer d.batchEnd.done()
 	for {
-		ended := rs.callEnded() // before the look: a batch ending after it closes it
-		busy := false
-		for _, p := range d.workers {
-			if id := p.cur.Load(); id != 0 && id <= want {
-				busy = true
-				break
-			}
-		}
-		if !busy {
+		ended := d.batchEnd.wait() // before the look (see above)
+		if !d.callsUpTo(want) {
 			return nil
 		}
 		select {
@@ -179,7 +174,19 @@ func (d *Dispatcher) awaitCallsUpTo(ctx context.Context, rs *runState, want uint
 		case <-ctx.Done():
 			return ctx.Err()
 		}
+		d.batchEnd.done() // wait registers again
 	}
+}
+
+// callsUpTo reports whether a worker processes an event with an ID up to
+// want.
+func (d *Dispatcher) callsUpTo(want uint64) bool {
+	for _, p := range d.workers {
+		if id := p.cur.Load(); id != 0 && id <= want {
+			return true
+		}
+	}
+	return false
 }
 
 // The ledger lets Flush know when every event accepted before it is

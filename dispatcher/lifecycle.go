@@ -21,32 +21,6 @@ type runState struct {
 	drained atomic.Bool        // Shutdown's drain finished: nothing is left
 	live    atomic.Int32       // worker goroutines running
 	exited  chan struct{}      // signalled when a worker goroutine exits; see awaitWorkers
-
-	// callEnd is closed, and replaced, when a worker ends a batch after
-	// Close, so that a Flush waiting for the handler calls Close did not
-	// wait for looks again (see Dispatcher.awaitCallsUpTo).
-	endMu   sync.Mutex
-	callEnd chan struct{}
-}
-
-// callEnded returns the channel the next signalCallEnd closes.
-func (rs *runState) callEnded() <-chan struct{} {
-	rs.endMu.Lock()
-	defer rs.endMu.Unlock()
-	if rs.callEnd == nil {
-		rs.callEnd = make(chan struct{})
-	}
-	return rs.callEnd
-}
-
-// signalCallEnd wakes whoever waits on callEnded.
-func (rs *runState) signalCallEnd() {
-	rs.endMu.Lock()
-	if rs.callEnd != nil {
-		close(rs.callEnd)
-		rs.callEnd = nil
-	}
-	rs.endMu.Unlock()
 }
 
 // halt stops the workers: they exit at their next check of ctx. When
@@ -113,7 +87,7 @@ func (d *Dispatcher) Run(ctx context.Context) error {
 		})
 	}
 	for _, p := range d.workers {
-		p.ctx, p.rs = hctx, rs
+		p.ctx = hctx
 		start(p)
 	}
 	g.Go(func() error {

@@ -257,10 +257,7 @@ func (d *Dispatcher) cancelFirstScheduled() {
 		// the cancelled event's due time: it looks again now.
 		d.ledger.spawn(j.ev.ID, -1)
 		if d.flushing.Load() {
-			select {
-			case d.flushLook <- struct{}{}:
-			default:
-			}
+			d.askFlushToLook()
 		}
 	}
 }

@@ -148,6 +148,15 @@ func (d *Dispatcher) flushOnCaller(ctx context.Context, want uint64) (bool, erro
 	}
 }
 
+// askFlushToLook wakes a Flush without Run that waits for a due time, to
+// look again (see flushLook). A wake-up already pending serves.
+func (d *Dispatcher) askFlushToLook() {
+	select {
+	case d.flushLook <- struct{}{}:
+	default:
+	}
+}
+
 // awaitCallsUpTo waits, after Close, until no worker of rs is processing
 // an event with an ID up to want, and returns nil, or ctx's error. Close
 // discarded everything queued, but it did not wait for the handler calls

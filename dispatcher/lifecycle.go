@@ -146,10 +146,7 @@ func (d *Dispatcher) awaitFlushStep(ctx context.Context) error {
 	if d.owner.Load() != ownerStep {
 		return nil
 	}
-	select {
-	case d.flushLook <- struct{}{}:
-	default:
-	}
+	d.askFlushToLook()
 	select {
 	case <-freed:
 		return nil

@@ -248,7 +248,11 @@ func (p *proc) unwind(jobs []job, i int, keyed bool) {
 		p.ended(cur.ev.ID)
 		cur.tr.release()
 	} else {
-		back = append(back, *cur) // not begun: hand it back as it is
+		// Not begun: hand it back as it is. (A panic outside a handler
+		// call, in an Observer hook, can leave a fan-out behind: no job
+		// after this one may find it, see countDelivered.)
+		p.fan = nil
+		back = append(back, *cur)
 	}
 	if keyed && cur.last && len(back) == 0 {
 		// Nothing of cur is left, and it was its key's last job in the

@@ -99,11 +99,10 @@ func (p *proc) countDelivered(s *subscriber) {
 		p.tally.n[0]++
 		return
 	}
-	// A call of a large fan-out in progress. p.fan is set only during a
-	// fan-out's calls (process and unwind clear it); comparing the
-	// subscriber too costs a load and keeps a call outside the fan-out
-	// from being credited to it should that ever change.
-	if f := p.fan; len(f) > tallySlots && f[p.fanAt] == s {
+	// A call of a large fan-out in progress: p.fan is set only during a
+	// fan-out's calls, and the call is of p.fan[p.fanAt] (process sets
+	// them; process, cutShort's caller and unwind clear p.fan).
+	if f := p.fan; len(f) > tallySlots {
 		p.countFan(f)
 		return
 	}

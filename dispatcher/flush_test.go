@@ -524,16 +524,8 @@ func TestFlushAfterCloseDoesNotWaitForLaterEvents(t *testing.T) {
 				if how == "shutdown" {
 					shutdownPastItsDeadline(t, d)
 				}
-				select {
-				case err := <-flushed:
-					if err != nil {
-						t.Errorf("Flush() = %v, want nil", err)
-					}
-				default:
-					t.Errorf("Flush still blocked after Close discarded the retry it waits for: it waits for the handler of a later event")
-					close(giveUp)
-					recv(t, flushed, "Flush")
-				}
+				checkFlushReturnedNil(t, flushed, func() { close(giveUp) },
+					"after Close discarded the retry it waits for: it waits for the handler of a later event")
 				if err := wait(); err != nil {
 					t.Errorf("Run() error = %v, want nil", err)
 				}
@@ -569,20 +561,10 @@ func TestFlushAfterCloseEndsWithTheCallsItWaitsFor(t *testing.T) {
 		}
 		close(early)
 		synctest.Wait()
-		select {
-		case err := <-flushed:
-			if err != nil {
-				t.Errorf("Flush() = %v, want nil", err)
-			}
-		default:
-			t.Errorf("Flush still blocked after the handler it waits for returned (the other runs an event emitted after it)")
-			close(late)
-			recv(t, flushed, "Flush")
-			late = nil
-		}
-		if late != nil {
-			close(late)
-		}
+		releaseLate := sync.OnceFunc(func() { close(late) })
+		checkFlushReturnedNil(t, flushed, releaseLate,
+			"after the handler it waits for returned (the other runs an event emitted after it)")
+		releaseLate()
 		if err := wait(); err != nil {
 			t.Errorf("Run() error = %v, want nil", err)
 		}
@@ -600,4 +582,21 @@ func shutdownPastItsDeadline(t *testing.T, d *dispatcher.Dispatcher) {
 		t.Errorf("Shutdown(1s) error = %v, want context.DeadlineExceeded", err)
 	}
 	synctest.Wait()
+}
+
+// checkFlushReturnedNil checks that the Flush reporting on flushed has
+// returned, with nil. If it has not, it reports that it is still blocked
+// (when says after what), then calls unblock and waits for it.
+func checkFlushReturnedNil(t *testing.T, flushed <-chan error, unblock func(), when string) {
+	t.Helper()
+	select {
+	case err := <-flushed:
+		if err != nil {
+			t.Errorf("Flush() = %v, want nil", err)
+		}
+	default:
+		t.Errorf("Flush still blocked %s", when)
+		unblock()
+		recv(t, flushed, "Flush")
+	}
 }
